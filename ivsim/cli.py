@@ -1,0 +1,233 @@
+"""The ``ivsim`` command line.
+
+``ivsim run / validate / schema / report / bench``. Every user error
+(:class:`~ivsim.errors.IvsimError`, a bad flag) prints one line per problem on
+stderr and exits with code 2; Ctrl-C exits 130 after closing the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from ivsim.errors import IvsimError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ivsim", description="Discrete-event simulator of vehicular semantic-communication networks.")
+    p.add_argument("--version", action="version", version=f"ivsim {_version()}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario and write its event log")
+    run.add_argument("scenario", help="scenario YAML file")
+    run.add_argument("-o", "--output", metavar="RUN_DIR", help="run folder (default runs/<name>-<timestamp>)")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field, e.g. vehicles.0.speed_factor=1.2 (VALUE is YAML: quote strings like '\"no\"')",
+    )
+    run.add_argument("--force", action="store_true", help="overwrite a non-empty run folder")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
+
+    val = sub.add_parser("validate", help="check a scenario (and its map and routes) without running it")
+    val.add_argument("scenario")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    val.add_argument("--no-map", action="store_true", help="check the file only, do not load the map")
+
+    sub.add_parser("schema", help="print the scenario JSON Schema (for editor completion)")
+
+    rep = sub.add_parser("report", help="draw a run's figures (map, per-vehicle timelines)")
+    rep.add_argument("run_dir")
+    rep.add_argument("-o", "--output", metavar="DIR", help="where PNGs go (default RUN_DIR/figures)")
+    rep.add_argument("--vehicle", action="append", default=[], help="vehicle(s) for timelines (default: up to 4)")
+
+    bench = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser, metavar="BENCH")
+    core = bench_sub.add_parser("core", help="1,000 vehicles on the road for a simulated hour, analytic link")
+    core.add_argument("--json", action="store_true", help="print one JSON object")
+    core.add_argument("--vehicles", type=int, default=1000)
+    core.add_argument("--duration", type=float, default=3600.0, help="simulated seconds")
+    core.add_argument("--fps", type=float, default=1.0, help="frames per second per vehicle")
+    return p
+
+
+def _version() -> str:
+    from ivsim import __version__
+
+    return __version__
+
+
+def _fail(message: str) -> int:
+    for line in str(message).splitlines() or [""]:
+        print(line, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ivsim`` console script; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except IvsimError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from ivsim.config.schema import Scenario
+
+    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    return 0
+
+
+def _prefixed(path: str, exc: IvsimError) -> IvsimError:
+    """Name the scenario file in a world error that does not already."""
+    text = str(exc)
+    return type(exc)(text if text.startswith(path) else f"{path}: {text}")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ivsim.config.loader import load_scenario
+
+    scenario = load_scenario(args.scenario, overrides=args.overrides)
+    if not args.no_map:
+        from ivsim.sim.engine import Simulation
+
+        try:
+            sim = Simulation(scenario)
+        except IvsimError as exc:
+            raise _prefixed(args.scenario, exc) from None
+        counts = sim.scene_map.edge_counts()
+        scenes = ", ".join(f"{k} {v}" for k, v in counts.items())
+        print(
+            f"{args.scenario}: ok: {scenario.name!r}, {sim.vehicles.n} vehicles, "
+            f"{len(scenario.base_stations)} base stations, map {sim.roadmap.graph.number_of_nodes()} nodes / "
+            f"{sim.roadmap.graph.number_of_edges()} edges, edges per scene: {scenes}"
+        )
+    else:
+        print(f"{args.scenario}: ok: {scenario.name!r} (map not loaded)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ivsim.api import default_run_dir
+    from ivsim.config.loader import load_scenario
+    from ivsim.sim.engine import Simulation
+
+    scenario = load_scenario(args.scenario, overrides=args.overrides, seed=args.seed)
+    run_dir = Path(args.output) if args.output else default_run_dir(scenario)
+    try:
+        sim = Simulation(scenario, run_dir=run_dir, force=args.force)
+    except IvsimError as exc:
+        raise _prefixed(args.scenario, exc) from None
+    try:
+        summary = _run_with_progress(sim, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted at t={sim.env.now:.1f} s: {sim.log.rows} rows kept in {run_dir} (status: interrupted)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        _print_summary(summary)
+    else:
+        print(run_dir)
+    return 0
+
+
+def _run_with_progress(sim, *, quiet: bool):  # noqa: ANN001, ANN202
+    if quiet:
+        return sim.run()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    duration = sim.scenario.duration_s
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:>8.0f} / {task.total:.0f} sim s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(sim.scenario.name, total=duration)
+        return sim.run(progress=lambda t: bar.update(task, completed=t))
+
+
+def _print_summary(summary) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {summary.run_id}: {summary.status}", show_header=True)
+    table.add_column("event")
+    table.add_column("rows", justify="right")
+    for name, n in sorted(summary.counts.items()):
+        table.add_row(name, f"{n:,}")
+    delivered = summary.frames_delivered / summary.frames if summary.frames else float("nan")
+    table.add_section()
+    table.add_row("frames delivered", f"{summary.frames_delivered:,} / {summary.frames:,} ({delivered:.1%})")
+    table.add_row("vehicles / handovers", f"{summary.vehicles:,} / {summary.handovers:,}")
+    table.add_row(
+        "simulated / wall",
+        f"{summary.sim_time_s:,.0f} s / {summary.wall_s:,.1f} s ({summary.realtime_factor:,.0f}x real time)",
+    )
+    table.add_row("log", str(summary.run_dir))
+    Console().print(table)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ivsim.results import write_report
+
+    paths = write_report(args.run_dir, out_dir=args.output, vehicles=args.vehicle or None)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ivsim.bench import bench_core
+
+    if args.bench == "core":
+        result = bench_core(vehicles=args.vehicles, duration_s=args.duration, fps=args.fps, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "schema": _cmd_schema,
+    "report": _cmd_report,
+    "bench": _cmd_bench,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

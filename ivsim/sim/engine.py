@@ -1,0 +1,409 @@
+"""The simulation: one SimPy environment, its entities, RNG streams and event log.
+
+:class:`Simulation` builds the world from a :class:`~ivsim.config.schema.Scenario`
+(road map, routes, scene map), creates the entities (vehicles, the radio
+network, base stations, the cloud), starts one long-lived ``run()`` process per
+entity, and is the only code that calls ``env.run()``. Short-lived processes (a
+transmission batch, a cloud job) are started by their owners through
+:meth:`Simulation.process`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import signal
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from ivsim.errors import OutputError, RouteError
+from ivsim.rng import RngStreams
+from ivsim.sim.basestation import BaseStation
+from ivsim.sim.cloud import CloudNode
+from ivsim.sim.eventlog import EventLog
+from ivsim.sim.links import LinkBatcher, LinkEvaluator, make_link_evaluator
+from ivsim.sim.mobility import VehicleTable
+from ivsim.sim.radio import RadioNetwork
+from ivsim.sim.vehicle import Vehicle
+from ivsim.world.maps import RoadMap, load_map
+from ivsim.world.routes import Route, Router, nodes_in_polygon
+from ivsim.world.scenes import SceneMap
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from ivsim.config.schema import BaseStationSpec, FleetSpec, NodeSampler, Scenario
+
+__all__ = ["RunSummary", "Simulation", "prepare_run_dir"]
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED = ("ivsim", "simpy", "numpy", "pandas", "pyarrow", "networkx", "osmnx", "pyrosm", "pydantic", "scipy")
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or interrupted) run did."""
+
+    run_id: str
+    run_dir: Path | None
+    status: str
+    sim_time_s: float
+    wall_s: float
+    counts: dict[str, int]
+    frames: int = 0
+    frames_delivered: int = 0
+    handovers: int = 0
+    vehicles: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def realtime_factor(self) -> float:
+        """Simulated seconds per wall-clock second."""
+        return self.sim_time_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+def prepare_run_dir(run_dir: Path, *, force: bool = False) -> Path:
+    """Create ``run_dir``; refuse a non-empty one unless ``force`` (then its old log files are removed).
+
+    Raises
+    ------
+    OutputError
+        If the folder holds files (without ``force``) or cannot be written.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        msg = f"{run_dir}: output path exists and is not a folder"
+        raise OutputError(msg)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not force:
+            msg = f"{run_dir}: run directory is not empty (use --force to overwrite, or choose another -o)"
+            raise OutputError(msg)
+        for name in ("events.parquet", "manifest.json", "scenario.resolved.yaml"):
+            (run_dir / name).unlink(missing_ok=True)
+        parts = run_dir / "parts"
+        if parts.is_dir():
+            for p in parts.iterdir():
+                p.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        msg = f"{run_dir}: output directory is not writable ({exc.strerror or exc})"
+        raise OutputError(msg) from None
+    return run_dir
+
+
+class Simulation:
+    """A scenario built into a running SimPy world.
+
+    Parameters
+    ----------
+    scenario
+        The validated scenario.
+    run_dir
+        Where the event log, manifest and resolved scenario go; ``None`` keeps
+        the log in memory (``sim.log.to_pandas()``).
+    run_id
+        Name of the run in the log; default: the run folder's name or the scenario name.
+    roadmap
+        An already loaded road map (skips loading ``scenario.map``).
+    link_evaluator
+        Replaces the evaluator chosen by ``link.fidelity``.
+    force
+        Overwrite a non-empty ``run_dir``.
+
+    Raises
+    ------
+    MapError, RouteError, OutputError
+        On a bad map, an unroutable vehicle or an unusable run folder.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        run_dir: str | Path | None = None,
+        run_id: str | None = None,
+        roadmap: RoadMap | None = None,
+        link_evaluator: LinkEvaluator | None = None,
+        force: bool = False,
+    ) -> None:
+        self.scenario = scenario
+        self.run_dir = prepare_run_dir(Path(run_dir), force=force) if run_dir is not None else None
+        self.run_id = run_id or (self.run_dir.name if self.run_dir else scenario.name)
+        self.env = simpy.Environment()
+        self.rng = RngStreams(scenario.seed)
+        self.roadmap = roadmap if roadmap is not None else load_map(scenario.map)
+        self.router = Router(self.roadmap)
+        self.scene_names: tuple[str, ...] = tuple(scenario.scenes)
+        self.scene_map = SceneMap(self.roadmap, scenario.scene_rules, self.scene_names)
+        self._scene_names_arr = np.asarray(self.scene_names, dtype=object)
+        self.log = EventLog(
+            self.run_dir,
+            self.run_id,
+            flush_rows=scenario.output.flush_rows,
+            flush_interval_s=scenario.output.flush_interval_s,
+        )
+        self.fleet: list[Vehicle] = []
+        self._ids: list[str] = []
+        plans = self._plan_vehicles()
+        self.vehicles = VehicleTable(len(plans), len(scenario.base_stations))
+        self._ids_arr = np.asarray(self._ids, dtype=object)
+        self.radio = RadioNetwork(self)
+        self.base_stations = [BaseStation(self, i, spec) for i, spec in enumerate(scenario.base_stations)]
+        self.cloud = CloudNode(self)
+        self.links = LinkBatcher(self.env, link_evaluator or make_link_evaluator(scenario.link))
+        self.fleet = [Vehicle(self, i, *plan) for i, plan in enumerate(plans)]
+        self.status = "created"
+        self._started = False
+
+    # ------------------------------------------------------------------ building
+
+    def bs_xy(self, spec: BaseStationSpec) -> tuple[float, float]:
+        """Projected position of a base station."""
+        pos = spec.position
+        if hasattr(pos, "x_m"):
+            return float(pos.x_m), float(pos.y_m)
+        x, y = self.roadmap.to_xy(pos.lon, pos.lat)
+        return float(x), float(y)
+
+    def _plan_vehicles(self) -> list[tuple]:
+        """Plan every vehicle's first route; return ``(id, depart_s, speed_factor, route, next_route)`` rows."""
+        sc = self.scenario
+        plans: list[tuple] = []
+        for i, spec in enumerate(sc.vehicles):
+            try:
+                route = self.router.route(spec.origin, spec.destination, via=spec.via)
+            except RouteError as exc:
+                msg = f"vehicles.{i} ({spec.id}): {exc}"
+                raise RouteError(msg) from None
+            self._ids.append(spec.id)
+            plans.append((spec.id, spec.depart_s, spec.speed_factor, route, None))
+        for f, fleet in enumerate(sc.fleets):
+            plans.extend(self._plan_fleet(f, fleet))
+        return plans
+
+    def _sampler_nodes(self, sampler: NodeSampler, where: str) -> np.ndarray:
+        if sampler.kind == "any":
+            return np.array(sorted(self.roadmap.graph.nodes), dtype=np.int64)
+        if sampler.kind == "polygon":
+            try:
+                return np.sort(nodes_in_polygon(self.roadmap, sampler.polygon))
+            except RouteError as exc:
+                msg = f"{where}: {exc}"
+                raise RouteError(msg) from None
+        missing = [n for n in sampler.nodes if n not in self.roadmap.graph]
+        if missing:
+            msg = f"{where}.nodes: nodes not on the map (largest connected part): {missing[:5]}"
+            raise RouteError(msg)
+        return np.asarray(sampler.nodes, dtype=np.int64)
+
+    def _plan_fleet(self, f: int, fleet: FleetSpec) -> list[tuple]:
+        origins = self._sampler_nodes(fleet.origins, f"fleets.{f}.origins")
+        dests = self._sampler_nodes(fleet.destinations, f"fleets.{f}.destinations")
+        rng = self.rng.numpy(f"departures/{fleet.id}")
+        dep = fleet.departures
+        if dep.kind == "at_start":
+            departs = dep.t_s + rng.uniform(0.0, dep.spread_s, fleet.count)
+        elif dep.kind == "poisson":
+            departs = dep.start_s + np.cumsum(rng.exponential(1.0 / dep.rate_per_s, fleet.count))
+        else:
+            departs = rng.uniform(dep.start_s, dep.end_s, fleet.count)
+        factors = rng.uniform(fleet.speed_factor[0], fleet.speed_factor[1], fleet.count)
+        plans = []
+        for n in range(fleet.count):
+            vid = f"{fleet.id}-{n}"
+            trips = self.rng.numpy(f"trips/{vid}")
+            origin = int(origins[trips.integers(len(origins))])
+
+            def next_route(node: int, trip: int, *, _rng=trips, _f=fleet, _d=dests) -> Route | None:
+                return self._random_trip(node, _d, _rng, _f.min_trip_m)
+
+            route = self._random_trip(origin, dests, trips, fleet.min_trip_m)
+            self._ids.append(vid)
+            plans.append((vid, float(departs[n]), float(factors[n]), route, next_route if fleet.respawn else None))
+        return plans
+
+    def _random_trip(self, origin: int, dests: np.ndarray, rng: np.random.Generator, min_trip_m: float) -> Route:
+        """Route from ``origin`` to a random destination at least ``min_trip_m`` away (straight line)."""
+        ox, oy = self.roadmap.node_xy(origin)
+        best = None
+        for _ in range(32):
+            d = int(dests[rng.integers(len(dests))])
+            if d == origin:
+                continue
+            dx, dy = self.roadmap.node_xy(d)
+            best = d
+            if np.hypot(dx - ox, dy - oy) >= min_trip_m:
+                break
+        if best is None:
+            msg = f"no destination other than node {origin} to drive to"
+            raise RouteError(msg)
+        return self.router.route(origin, best)
+
+    # ------------------------------------------------------------------ helpers for entities
+
+    def process(self, generator: Generator) -> simpy.Process:
+        """Start a short-lived process (a transmission, a job) in this simulation."""
+        return self.env.process(generator)
+
+    def vehicle_ids_array(self) -> np.ndarray:
+        """Vehicle ids as an object array, indexed by vehicle number."""
+        return self._ids_arr
+
+    def scene_names_array(self) -> np.ndarray:
+        """Scene names as an object array, indexed by scene number."""
+        return self._scene_names_arr
+
+    # ------------------------------------------------------------------ running
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for v in self.fleet:
+            self.env.process(v.run())
+        self.env.process(self.radio.run())
+        for bs in self.base_stations:
+            self.env.process(bs.run())
+        self.env.process(self.cloud.run())
+
+    def run(self, *, progress: Callable[[float], None] | None = None, steps: int = 200) -> RunSummary:
+        """Run to ``scenario.duration_s``; write the log, manifest and resolved scenario.
+
+        Parameters
+        ----------
+        progress
+            Called with the simulated time after each of ``steps`` chunks.
+        steps
+            Number of chunks the run is cut into for progress reporting.
+
+        Returns
+        -------
+        RunSummary
+            Counts and timings. On Ctrl-C (``KeyboardInterrupt``) or an error the
+            log is closed with status ``interrupted`` / ``failed`` and the
+            exception propagates.
+        """
+        self._start()
+        duration = self.scenario.duration_s
+        started_at = dt.datetime.now(dt.UTC)
+        wall0 = time.perf_counter()
+        self._write_resolved()
+        self._write_manifest("running", started_at, 0.0)
+        self.status = "running"
+        try:
+            with _sigterm_as_interrupt():
+                for k in range(1, steps + 1):
+                    self.env.run(until=duration * k / steps)
+                    if progress is not None:
+                        progress(self.env.now)
+        except KeyboardInterrupt:
+            self.status = "interrupted"
+            self._finish(started_at, wall0)
+            raise
+        except BaseException:
+            self.status = "failed"
+            self._finish(started_at, wall0)
+            raise
+        self.status = "complete"
+        return self._finish(started_at, wall0)
+
+    def _finish(self, started_at: dt.datetime, wall0: float) -> RunSummary:
+        try:
+            if self.status == "complete":
+                self.log.close()
+            else:
+                self.log.abort()
+        finally:
+            wall_s = time.perf_counter() - wall0
+            self._write_manifest(self.status, started_at, wall_s)
+        frames = int(sum(bs.frames for bs in self.base_stations))
+        return RunSummary(
+            run_id=self.run_id,
+            run_dir=self.run_dir,
+            status=self.status,
+            sim_time_s=float(self.env.now),
+            wall_s=wall_s,
+            counts=dict(self.log.counts),
+            frames=frames,
+            frames_delivered=int(sum(bs.delivered for bs in self.base_stations)),
+            handovers=self.radio.handovers,
+            vehicles=self.vehicles.n,
+        )
+
+    def _write_resolved(self) -> None:
+        if self.run_dir is None:
+            return
+        from ivsim.config.loader import scenario_to_yaml
+
+        _atomic_write(self.run_dir / "scenario.resolved.yaml", scenario_to_yaml(self.scenario))
+
+    def _write_manifest(self, status: str, started_at: dt.datetime, wall_s: float) -> None:
+        if self.run_dir is None:
+            return
+        versions = {}
+        for name in _VERSIONED:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = None
+        manifest = {
+            "run_id": self.run_id,
+            "status": status,
+            "scenario": self.scenario.name,
+            "scenario_hash": self.scenario.scenario_hash(),
+            "seed": self.scenario.seed,
+            "ivsim_version": versions["ivsim"],
+            "python": platform.python_version(),
+            "packages": versions,
+            "platform": platform.platform(),
+            "device": {"requested": self.scenario.device, "used": "cpu"},
+            "link_evaluator": getattr(self.links.evaluator, "name", type(self.links.evaluator).__name__),
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "wall_s": round(wall_s, 3),
+            "sim_time_s": float(self.env.now),
+            "duration_s": self.scenario.duration_s,
+            "vehicles": self.vehicles.n,
+            "base_stations": len(self.base_stations),
+            "event_counts": dict(sorted(self.log.counts.items())),
+            "rows": self.log.rows,
+        }
+        _atomic_write(self.run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _sigterm_as_interrupt:  # noqa: N801 - used as a context manager
+    """Turn SIGTERM into KeyboardInterrupt while a run is going (main thread only)."""
+
+    def __enter__(self) -> None:
+        self._old = None
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread
+            self._old = None
+
+    @staticmethod
+    def _handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)

@@ -1,0 +1,882 @@
+"""The run's event log: flat typed rows, buffered column-wise, written as Parquet.
+
+Every row has the same declared schema, :data:`COLUMNS`. The log fills the shared
+prefix (``run_id``, ``seq``, ``t_s``, ``event``, ``entity_id``); a caller fills only
+the columns its event needs, the rest are null. Rows are buffered in memory per
+(event, set of fields) shape as one Python list per column (single rows,
+:meth:`EventLog.log`) or as whole numpy blocks (:meth:`EventLog.log_many`). A flush
+merges the buffers in ``seq`` order and writes one closed Parquet file
+``run_dir/parts/part-NNNNN.parquet`` (tmp file + ``os.replace``), so a killed run
+leaves only complete parts. :meth:`EventLog.close` streams the parts into
+``run_dir/events.parquet`` and removes them. :func:`ivsim.results.load_run` reads
+either layout.
+
+To add a column, add one entry to :data:`COLUMNS` (a string column becomes
+categorical on load unless it is also listed in ``_FREE_TEXT``) and one line to the
+table below. Files written before the column existed still load: it reads as null.
+
+The event names in the last column are the typical emitters; the simulation owns
+the event vocabulary.
+
+==================  =========  ===============================================  ====================================
+column              unit       meaning                                          filled by (typical events)
+==================  =========  ===============================================  ====================================
+``run_id``          --         run identifier, the same on every row            all (by the log)
+``seq``             --         row number 0, 1, 2, ... in logging order         all (by the log)
+``t_s``             s          simulated time of the event                      all
+``event``           --         event kind, snake_case                           all
+``entity_id``       --         the entity the row is about (vehicle, BS, job)   all
+``vehicle``         --         vehicle id                                       vehicle_*, scene_enter, handover,
+                                                                                tx, job_*
+``trip``            --         trip number of the vehicle, from 0               vehicle_*, scene_enter
+``bs``              --         (serving) base station id                        vehicle_depart, handover, tx,
+                                                                                job_queued
+``scene``           --         propagation scene name                           vehicle_*, scene_enter, handover, tx
+``prev_scene``      --         scene before the change (null on departure)      scene_enter
+``x_m``             m          position east of the map origin                  vehicle_*, scene_enter, handover, tx
+``y_m``             m          position north of the map origin                 vehicle_*, scene_enter, handover, tx
+``lon``             deg        WGS84 longitude                                  vehicle_*, scene_enter, handover, tx
+``lat``             deg        WGS84 latitude                                   vehicle_*, scene_enter, handover, tx
+``speed_mps``       m/s        vehicle speed                                    vehicle_depart, scene_enter, tx
+``route_m``         m          length of the vehicle's route                    vehicle_depart, vehicle_arrive
+``from_bs``         --         source cell of a handover                        handover
+``to_bs``           --         target cell of a handover                        handover
+``rsrp_dbm``        dBm        reference-signal received power (of the target)  handover
+``direction``       --         ``downlink`` or ``uplink``                       tx
+``frame``           --         frame number of the vehicle, from 0              tx
+``sinr_db``         dB         signal to interference plus noise ratio          tx
+``snr_db``          dB         signal to noise ratio                            tx
+``size_bits``       bit        payload size                                     tx
+``bandwidth_hz``    Hz         bandwidth granted to the transmission            tx
+``rate_bps``        bit/s      achieved link rate                               tx
+``queue_s``         s          time waiting for radio resources                 tx
+``airtime_s``       s          time on air                                      tx
+``delay_s``         s          end-to-end delay (generation to delivery/drop;   tx, job_done
+                               job: submission to completion)
+``delivered``       --         the frame arrived, decoded, within its deadline  tx
+``drop_reason``     --         why it was not delivered (null if delivered)     tx
+``codec``           --         semantic codec name                              tx
+``estimator``       --         channel estimator name                           tx, refinement events
+``estimator_scene`` --         scene the estimator was trained/refined for      tx, refinement events
+``psnr_db``         dB         reconstruction PSNR                              tx
+``ssim``            --         reconstruction SSIM, 0..1                        tx
+``nmse_db``         dB         channel-estimation NMSE                          tx, refinement events
+``job_id``          --         cloud job id (free text, not categorical)        job_*
+``job_kind``        --         kind of cloud job                                job_*
+``wait_s``          s          time the job waited in the cloud queue           job_start, job_done
+``service_s``       s          GPU service time of the job                      job_done
+``upload_bits``     bit        bits sent to the cloud for the job               job_queued
+``download_bits``   bit        bits returned from the cloud                     job_done
+``queue_len``       --         jobs waiting in the cloud queue at that moment   job_queued, job_start
+``message``         --         free text (not categorical)                      warnings, notes
+==================  =========  ===============================================  ====================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ivsim.errors import OutputError
+
+__all__ = [
+    "CATEGORICAL",
+    "COLUMNS",
+    "EVENTS_FILE",
+    "PARTS_DIR",
+    "SCHEMA",
+    "EventLog",
+    "log_files",
+    "read_table",
+    "table_to_frame",
+]
+
+logger = logging.getLogger(__name__)
+
+_S = pa.string()
+_F = pa.float64()
+_I = pa.int64()
+_B = pa.bool_()
+
+#: The declared schema, in file order. Adding a column is one line here.
+COLUMNS: dict[str, pa.DataType] = {
+    "run_id": _S,
+    "seq": _I,
+    "t_s": _F,
+    "event": _S,
+    "entity_id": _S,
+    "vehicle": _S,
+    "trip": _I,
+    "bs": _S,
+    "scene": _S,
+    "prev_scene": _S,
+    "x_m": _F,
+    "y_m": _F,
+    "lon": _F,
+    "lat": _F,
+    "speed_mps": _F,
+    "route_m": _F,
+    "from_bs": _S,
+    "to_bs": _S,
+    "rsrp_dbm": _F,
+    "direction": _S,
+    "frame": _I,
+    "sinr_db": _F,
+    "snr_db": _F,
+    "size_bits": _I,
+    "bandwidth_hz": _F,
+    "rate_bps": _F,
+    "queue_s": _F,
+    "airtime_s": _F,
+    "delay_s": _F,
+    "delivered": _B,
+    "drop_reason": _S,
+    "codec": _S,
+    "estimator": _S,
+    "estimator_scene": _S,
+    "psnr_db": _F,
+    "ssim": _F,
+    "nmse_db": _F,
+    "job_id": _S,
+    "job_kind": _S,
+    "wait_s": _F,
+    "service_s": _F,
+    "upload_bits": _I,
+    "download_bits": _I,
+    "queue_len": _I,
+    "message": _S,
+}
+
+# String columns with (nearly) unique values: kept as strings, not categoricals.
+_FREE_TEXT = frozenset({"message", "job_id"})
+
+#: String columns that :func:`ivsim.results.load_run` returns as pandas categoricals.
+CATEGORICAL: frozenset[str] = frozenset(c for c, t in COLUMNS.items() if t == _S) - _FREE_TEXT
+
+#: :data:`COLUMNS` as a pyarrow schema.
+SCHEMA: pa.Schema = pa.schema([pa.field(c, t) for c, t in COLUMNS.items()])
+
+#: File name of the combined log in a run directory.
+EVENTS_FILE = "events.parquet"
+#: Folder of the part files of a run still being written (or killed).
+PARTS_DIR = "parts"
+
+_RESERVED = frozenset(("run_id", "seq"))
+_ROW_GROUP_ROWS = 1 << 17  # rows per Parquet row group in events.parquet
+_WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    # Dictionary pages only where they pay (strings); delta / byte-split encodings for numbers.
+    "use_dictionary": [c for c, t in COLUMNS.items() if t == _S],
+    "column_encoding": {c: "DELTA_BINARY_PACKED" if t == _I else "BYTE_STREAM_SPLIT"
+                        for c, t in COLUMNS.items() if t in (_I, _F)},
+}
+_CLOCK_EVERY = 1024  # single-row log() calls between two checks of the flush conditions
+_PART_RE = re.compile(r"^part-(\d+)\.parquet$")
+
+# Python scalar types accepted per column type (checked on the first row of each shape and on
+# log_many scalars), numpy dtype kinds accepted per column type (checked on log_many arrays),
+# and the inferred Arrow types a buffered list may have before it is cast at flush time.
+_SCALAR_TYPES: dict[pa.DataType, tuple[type, ...]] = {
+    _F: (int, float, np.integer, np.floating),
+    _I: (int, np.integer),
+    _B: (bool, np.bool_),
+    _S: (str,),
+}
+_DTYPE_KINDS: dict[pa.DataType, str] = {_F: "fiuO", _I: "iuO", _B: "bO", _S: "UO"}
+_CASTABLE: dict[pa.DataType, tuple[pa.DataType, ...]] = {
+    _F: (_F, _I, pa.null()),
+    _I: (_I, pa.null()),
+    _B: (_B, pa.null()),
+    _S: (_S, pa.null()),
+}
+
+
+def _scalar_ok(value: Any, typ: pa.DataType) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (bool, np.bool_)) and typ != _B:
+        return False
+    return isinstance(value, _SCALAR_TYPES[typ])
+
+
+def _type_error(event: str, column: str, value: Any, typ: pa.DataType) -> TypeError:
+    msg = f"event {event!r}: column {column!r} expects {typ}, got {type(value).__name__} {value!r}"
+    return TypeError(msg)
+
+
+def _list_to_arrow(values: list[Any], typ: pa.DataType, event: str, column: str) -> pa.Array:
+    """Convert a buffered Python list to an Arrow array of ``typ``, strictly (no silent truncation)."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        msg = f"event {event!r}: column {column!r} expects {typ}, got mixed values ({exc})"
+        raise TypeError(msg) from None
+    if arr.type == typ:
+        return arr
+    if arr.type not in _CASTABLE[typ]:
+        msg = f"event {event!r}: column {column!r} expects {typ}, got values of type {arr.type}"
+        raise TypeError(msg)
+    return arr.cast(typ)
+
+
+def _block_to_arrow(value: Any, n: int, typ: pa.DataType, event: str, column: str) -> pa.Array:
+    """Convert one log_many column (ndarray, list or scalar) to an Arrow array of length ``n``."""
+    if isinstance(value, np.ndarray) and value.dtype.kind != "O":
+        try:
+            return pa.array(value, type=typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            msg = f"event {event!r}: column {column!r} expects {typ} ({exc})"
+            raise TypeError(msg) from None
+    if isinstance(value, (list, np.ndarray)):
+        return _list_to_arrow(value, typ, event, column)
+    if value is None:
+        return pa.nulls(n, typ)
+    if isinstance(value, np.generic):
+        value = value.item()
+    return pa.repeat(pa.scalar(value, type=typ), n)
+
+
+def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any:
+    """Check one log_many argument: return a 1-d ndarray copy, a list copy, or a checked scalar."""
+    if not isinstance(value, np.ndarray):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if value is None or isinstance(value, (str, bytes, int, float, np.generic)):
+            if not _scalar_ok(value, typ):
+                raise _type_error(event, name, value, typ)
+            return value.item() if isinstance(value, np.generic) else value
+        if hasattr(value, "__array__"):
+            value = np.asarray(value)
+        elif hasattr(value, "__len__"):
+            return list(value)
+        else:
+            raise _type_error(event, name, value, typ)
+    if value.ndim == 0:
+        return _as_block_column(event, name, value.item(), typ)
+    if value.ndim != 1:
+        msg = f"event {event!r}: column {name!r} must be 1-d, got shape {value.shape}"
+        raise ValueError(msg)
+    if value.dtype.kind not in _DTYPE_KINDS[typ]:
+        msg = f"event {event!r}: column {name!r} expects {typ}, got an array of dtype {value.dtype}"
+        raise TypeError(msg)
+    return value.copy()
+
+
+class EventLog:
+    """Buffered, append-only event log of one run.
+
+    Parameters
+    ----------
+    run_dir
+        Run directory: parts go to ``run_dir/parts/``, the combined log to
+        ``run_dir/events.parquet``. ``None`` keeps everything in memory (tests, library use).
+    run_id
+        Written on every row.
+    flush_rows
+        Write a part once this many rows are buffered.
+    flush_interval_s
+        ... or once this many seconds of ``clock`` have passed since the last flush
+        (checked every 1,024 single rows and on every :meth:`log_many`).
+    clock
+        Wall clock used only to decide when to flush; never written to a row.
+
+    Raises
+    ------
+    OutputError
+        If ``run_dir`` cannot be created or already holds an event log.
+
+    Examples
+    --------
+    >>> log = EventLog(None, "demo")
+    >>> log.log("position", 0.0, "v0", vehicle="v0", x_m=1.0, y_m=2.0)
+    >>> log.log_many("position", 1.0, ["v0", "v1"], x_m=[1.5, 3.0], y_m=0.0)
+    >>> log.rows, log.counts
+    (3, {'position': 3})
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | None,
+        run_id: str,
+        *,
+        flush_rows: int = 200_000,
+        flush_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if flush_rows < 1:
+            msg = f"flush_rows must be >= 1, got {flush_rows}"
+            raise ValueError(msg)
+        self.run_id = str(run_id)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.flush_rows = int(flush_rows)
+        self.flush_interval_s = float(flush_interval_s)
+        self._clock = clock
+        self._last_t = -np.inf
+        self._seq = 0  # next seq; also the total number of rows logged
+        self._flushed_seq = 0  # rows before this seq are no longer buffered
+        self._countdown = min(_CLOCK_EVERY, self.flush_rows)
+        # (event, *field names) -> [seq.append, t_s.append, entity_id.append, (field.append, ...),
+        #                           [seq list, t_s list, entity_id list, *field lists]]
+        self._shapes: dict[tuple[str, ...], list[Any]] = {}
+        # (event, first seq, n rows, t_s, entity_id, {column: ndarray | list | scalar})
+        self._blocks: list[tuple[str, int, int, float, Any, dict[str, Any]]] = []
+        self._flushed_counts: dict[str, int] = {}
+        self._tables: list[pa.Table] = []  # in-memory mode: flushed rows
+        self._parts: list[Path] = []
+        self._closed = False
+        self._events_path: Path | None = None
+        if self.run_dir is not None:
+            self._parts_dir = self.run_dir / PARTS_DIR
+            if (self.run_dir / EVENTS_FILE).exists() or any(_part_files(self._parts_dir)):
+                msg = f"{self.run_dir} already holds an event log"
+                raise OutputError(msg)
+            try:
+                self._parts_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = f"cannot create {self._parts_dir}: {exc.strerror or exc}"
+                raise OutputError(msg) from None
+        self._last_flush = clock()
+
+    # ------------------------------------------------------------------ logging
+
+    def log(self, event: str, t_s: float, entity_id: str, **fields: Any) -> None:
+        """Append one row.
+
+        Parameters
+        ----------
+        event
+            Event kind, snake_case.
+        t_s
+            Simulated time in seconds; never smaller than in the previous call.
+        entity_id
+            The entity the row is about.
+        **fields
+            Values of other declared columns (``None`` = null); the rest are null.
+
+        Raises
+        ------
+        KeyError
+            If a field is not a declared column (or is ``run_id`` / ``seq``).
+        TypeError
+            If the first row of a new (event, fields) shape has a value of the wrong type
+            (later rows are checked when flushed).
+        ValueError
+            If ``t_s`` is smaller than in the previous call, or NaN.
+        """
+        if not t_s >= self._last_t:  # also NaN, and every call once closed (_last_t = inf)
+            self._time_went_back(t_s)
+        key = (event, *fields)
+        buf = self._shapes.get(key)
+        if buf is None:
+            buf = self._new_shape(key, entity_id, fields)
+        self._last_t = t_s
+        buf[0](self._seq)
+        buf[1](t_s)
+        buf[2](entity_id)
+        for append, value in zip(buf[3], fields.values()):  # noqa: B905
+            append(value)
+        self._seq += 1
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._maybe_flush()
+
+    def log_many(self, event: str, t_s: float, entity_id: Any, **columns: Any) -> None:
+        """Append n rows at the same simulated time, stored as one block.
+
+        Parameters
+        ----------
+        event
+            Event kind of every row.
+        t_s
+            Simulated time of every row; never smaller than in the previous call.
+        entity_id
+            Array / sequence of length n, or one value for every row.
+        **columns
+            Declared columns, each an array / sequence of length n or a scalar broadcast
+            to n rows. Arrays are copied. At least one argument must be a sequence.
+
+        Raises
+        ------
+        KeyError
+            If a column is not declared (or is ``run_id`` / ``seq``).
+        TypeError
+            If an array's dtype or a scalar's type does not fit its column (lists are
+            checked when flushed).
+        ValueError
+            If lengths differ, no argument is a sequence, or ``t_s`` goes back.
+        """
+        if not t_s >= self._last_t:  # also NaN, and every call once closed (_last_t = inf)
+            self._time_went_back(t_s)
+        n = -1
+        stored: dict[str, Any] = {}
+        entity: Any = None
+        for name, value in (("entity_id", entity_id), *columns.items()):
+            if name not in COLUMNS or name in _RESERVED:
+                self._unknown(name)
+            typ = COLUMNS[name]
+            value = _as_block_column(event, name, value, typ)
+            if isinstance(value, (np.ndarray, list)):
+                if n < 0:
+                    n = len(value)
+                elif len(value) != n:
+                    msg = f"event {event!r}: column {name!r} has {len(value)} rows, expected {n}"
+                    raise ValueError(msg)
+            if name == "entity_id":
+                entity = value
+            else:
+                stored[name] = value
+        if not isinstance(event, str):
+            msg = f"event must be a str, got {type(event).__name__} {event!r}"
+            raise TypeError(msg)
+        if n < 0:
+            msg = f"event {event!r}: log_many needs at least one sequence column; use log() for one row"
+            raise ValueError(msg)
+        self._last_t = t_s
+        if n == 0:
+            return
+        self._blocks.append((event, self._seq, n, t_s, entity, stored))
+        self._seq += n
+        self._maybe_flush()
+
+    # ------------------------------------------------------------------ counters
+
+    @property
+    def rows(self) -> int:
+        """Total rows logged so far (flushed or buffered)."""
+        return self._seq
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows logged so far per event kind (a fresh dict; flushed and buffered rows)."""
+        counts = dict(self._flushed_counts)
+        for event, n in self._buffered_counts():
+            counts[event] = counts.get(event, 0) + n
+        return counts
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` or :meth:`abort` has run."""
+        return self._closed
+
+    # ------------------------------------------------------------------ flushing
+
+    def flush(self) -> Path | None:
+        """Write the buffered rows as the next part file.
+
+        Returns
+        -------
+        Path or None
+            The part written; ``None`` if nothing was buffered or the log is in memory
+            (the rows then move to a compact in-memory table).
+
+        Raises
+        ------
+        TypeError
+            If a buffered value does not fit its column; the buffer is kept.
+        OutputError
+            If the part cannot be written; the buffer is kept.
+        """
+        self._last_flush = self._clock()
+        if self._seq == self._flushed_seq:
+            self._reset_countdown()
+            return None
+        table = self._buffer_table()
+        path = None
+        if self.run_dir is None:
+            self._tables.append(table)
+        else:
+            path = self._parts_dir / f"part-{len(self._parts):05d}.parquet"
+            tmp = path.with_name(path.name + ".tmp")
+            try:
+                pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS, **_WRITE_OPTIONS)
+                os.replace(tmp, path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                msg = f"cannot write {path}: {exc.strerror or exc}"
+                raise OutputError(msg) from None
+            self._parts.append(path)
+        for event, n in self._buffered_counts():
+            self._flushed_counts[event] = self._flushed_counts.get(event, 0) + n
+        self._shapes.clear()
+        self._blocks.clear()
+        self._flushed_seq = self._seq
+        self._reset_countdown()
+        logger.debug("event log %s: flushed %d rows", self.run_id, table.num_rows)
+        return path
+
+    def close(self) -> Path | None:
+        """Flush, combine the parts into ``events.parquet`` and delete them. Idempotent.
+
+        Returns
+        -------
+        Path or None
+            ``run_dir/events.parquet``, or ``None`` for an in-memory log.
+        """
+        if self._closed:
+            return self._events_path
+        self.flush()
+        if self.run_dir is not None:
+            self._events_path = self._combine()
+            self._remove_parts()
+        self._mark_closed()
+        return self._events_path
+
+    def abort(self) -> Path | None:
+        """Close an interrupted run as far as possible, logging (not raising) failures.
+
+        Returns
+        -------
+        Path or None
+            ``run_dir/events.parquet`` if it could be written, else ``None`` (the parts
+            written so far are then left for :func:`ivsim.results.load_run`).
+        """
+        if self._closed:
+            return self._events_path
+        self._mark_closed()
+        try:
+            self.flush()
+        except Exception:
+            lost = self._seq - self._flushed_seq
+            logger.exception("event log %s: flush failed while aborting; %d buffered rows lost", self.run_id, lost)
+            self._shapes.clear()
+            self._blocks.clear()
+            self._flushed_seq = self._seq
+        if self.run_dir is None:
+            return None
+        try:
+            self._events_path = self._combine()
+        except Exception:
+            logger.exception("event log %s: could not combine the parts; kept in %s", self.run_id, self._parts_dir)
+            return None
+        try:
+            self._remove_parts()
+        except Exception:
+            logger.exception("event log %s: could not remove %s", self.run_id, self._parts_dir)
+        return self._events_path
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Return every row logged so far, with the dtypes of :func:`ivsim.results.load_run`."""
+        if self._events_path is not None:
+            tables = [read_table([self._events_path])]
+        elif self.run_dir is not None:
+            tables = [read_table(self._parts)]
+        else:
+            tables = list(self._tables)
+        if self._seq > self._flushed_seq:
+            tables.append(self._buffer_table())
+        return table_to_frame(_concat(tables))
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __repr__(self) -> str:
+        where = "memory" if self.run_dir is None else str(self.run_dir)
+        return f"EventLog({self.run_id!r}, {where}, rows={self.rows}, buffered={self._seq - self._flushed_seq})"
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_shape(self, key: tuple[str, ...], entity_id: Any, fields: dict[str, Any]) -> list[Any]:
+        event = key[0]
+        if not isinstance(event, str):
+            msg = f"event must be a str, got {type(event).__name__} {event!r}"
+            raise TypeError(msg)
+        for name, value in fields.items():
+            if name not in COLUMNS or name in _RESERVED:
+                self._unknown(name)
+            if not _scalar_ok(value, COLUMNS[name]):
+                raise _type_error(event, name, value, COLUMNS[name])
+        if not _scalar_ok(entity_id, _S):
+            raise _type_error(event, "entity_id", entity_id, _S)
+        lists: list[list[Any]] = [[] for _ in range(3 + len(fields))]
+        buf = [
+            lists[0].append,
+            lists[1].append,
+            lists[2].append,
+            tuple(lst.append for lst in lists[3:]),
+            lists,
+        ]
+        self._shapes[key] = buf
+        return buf
+
+    def _maybe_flush(self) -> None:
+        buffered = self._seq - self._flushed_seq
+        if buffered >= self.flush_rows or self._clock() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+        else:
+            self._reset_countdown()
+
+    def _reset_countdown(self) -> None:
+        self._countdown = max(1, min(_CLOCK_EVERY, self.flush_rows - (self._seq - self._flushed_seq)))
+
+    def _buffered_counts(self) -> list[tuple[str, int]]:
+        out = [(key[0], len(buf[4][0])) for key, buf in self._shapes.items()]
+        out += [(event, n) for event, _, n, _, _, _ in self._blocks]
+        return out
+
+    def _buffer_table(self) -> pa.Table:
+        """The buffered rows as one table of :data:`SCHEMA`, in ``seq`` order (buffers untouched)."""
+        first, n = self._flushed_seq, self._seq - self._flushed_seq
+        pieces: list[tuple[int, dict[str, pa.Array]]] = []
+        for key, buf in self._shapes.items():
+            event, names = key[0], key[1:]
+            lists = buf[4]
+            m = len(lists[0])
+            cols = {
+                "seq": pa.array(lists[0], _I),
+                "t_s": _list_to_arrow(lists[1], _F, event, "t_s"),
+                "event": pa.repeat(pa.scalar(event, _S), m),
+                "entity_id": _list_to_arrow(lists[2], _S, event, "entity_id"),
+            }
+            for name, values in zip(names, lists[3:], strict=True):
+                cols[name] = _list_to_arrow(values, COLUMNS[name], event, name)
+            pieces.append((m, cols))
+        for event, seq0, m, t_s, entity, stored in self._blocks:
+            cols = {
+                "seq": pa.array(np.arange(seq0, seq0 + m, dtype=np.int64)),
+                "t_s": pa.repeat(pa.scalar(float(t_s), _F), m),
+                "event": pa.repeat(pa.scalar(event, _S), m),
+                "entity_id": _block_to_arrow(entity, m, _S, event, "entity_id"),
+            }
+            for name, value in stored.items():
+                cols[name] = _block_to_arrow(value, m, COLUMNS[name], event, name)
+            pieces.append((m, cols))
+        # seq values of the buffer are exactly first .. first + n - 1: invert the permutation.
+        seq = np.concatenate([cols["seq"].to_numpy() for _, cols in pieces])
+        order = None
+        if n > 1 and not (seq[1:] > seq[:-1]).all():
+            order = np.empty(n, dtype=np.int64)
+            order[seq - first] = np.arange(n, dtype=np.int64)
+        nulls: dict[pa.DataType, pa.Array] = {}
+        arrays = []
+        for column, typ in COLUMNS.items():
+            if column == "run_id":
+                arrays.append(pa.repeat(pa.scalar(self.run_id, _S), n))
+                continue
+            if not any(column in cols for _, cols in pieces):
+                if typ not in nulls:
+                    nulls[typ] = pa.nulls(n, typ)
+                arrays.append(nulls[typ])
+                continue
+            chunked = pa.chunked_array([cols.get(column, pa.nulls(m, typ)) for m, cols in pieces], typ)
+            if order is not None:
+                chunked = chunked.take(order)
+            arrays.append(chunked.combine_chunks())
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+    def _combine(self) -> Path:
+        """Stream the parts into ``events.parquet`` in fixed-size row groups; return its path."""
+        assert self.run_dir is not None
+        path = self.run_dir / EVENTS_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with pq.ParquetWriter(tmp, SCHEMA, **_WRITE_OPTIONS) as writer:
+                pending: list[pa.Table] = []
+                n_pending = 0
+                for part in self._parts:
+                    table = pq.ParquetFile(part).read()
+                    pending.append(table)
+                    n_pending += table.num_rows
+                    if n_pending >= _ROW_GROUP_ROWS:
+                        table = pa.concat_tables(pending)
+                        full = (n_pending // _ROW_GROUP_ROWS) * _ROW_GROUP_ROWS
+                        for start in range(0, full, _ROW_GROUP_ROWS):
+                            chunk = table.slice(start, _ROW_GROUP_ROWS).combine_chunks()
+                            writer.write_table(chunk, row_group_size=_ROW_GROUP_ROWS)
+                        pending = [table.slice(full).combine_chunks()]
+                        n_pending -= full
+                if n_pending:
+                    writer.write_table(pa.concat_tables(pending).combine_chunks(), row_group_size=_ROW_GROUP_ROWS)
+            os.replace(tmp, path)
+        except OSError as exc:
+            msg = f"cannot write {path}: {exc.strerror or exc}"
+            raise OutputError(msg) from None
+        return path
+
+    def _remove_parts(self) -> None:
+        for part in self._parts:
+            part.unlink(missing_ok=True)
+        for stale in self._parts_dir.glob("part-*.parquet.tmp"):
+            stale.unlink(missing_ok=True)
+        try:
+            self._parts_dir.rmdir()
+        except OSError:
+            logger.warning("event log %s: %s is not empty, left in place", self.run_id, self._parts_dir)
+
+    def _mark_closed(self) -> None:
+        self._closed = True
+        self._last_t = np.inf
+
+    def _time_went_back(self, t_s: float) -> None:
+        if self._closed:
+            msg = f"event log {self.run_id!r} is closed"
+            raise RuntimeError(msg)
+        msg = f"t_s must never decrease: got {t_s!r} after {self._last_t!r}"
+        raise ValueError(msg)
+
+    @staticmethod
+    def _unknown(name: str) -> None:
+        if name in _RESERVED:
+            msg = f"column {name!r} is filled by the EventLog itself"
+        else:
+            msg = f"unknown event-log column {name!r}"
+        raise KeyError(msg)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _part_number(path: Path) -> int:
+    match = _PART_RE.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def _part_files(parts_dir: Path) -> list[Path]:
+    if not parts_dir.is_dir():
+        return []
+    parts = [p for p in parts_dir.iterdir() if _PART_RE.match(p.name)]
+    return sorted(parts, key=_part_number)
+
+
+def log_files(run_dir: Path) -> list[Path] | None:
+    """Return the Parquet files holding a run's event log, in order.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory.
+
+    Returns
+    -------
+    list of Path or None
+        ``[run_dir/events.parquet]`` for a closed run; the part files in order for a run
+        still open or killed (possibly empty); ``None`` if the folder has no event log.
+    """
+    run_dir = Path(run_dir)
+    events = run_dir / EVENTS_FILE
+    if events.is_file():
+        return [events]
+    parts_dir = run_dir / PARTS_DIR
+    if parts_dir.is_dir():
+        return _part_files(parts_dir)
+    return None
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """Give a table read from disk every declared column in order (missing ones null), extras last."""
+    n = table.num_rows
+    names = set(table.column_names)
+    arrays, fields = [], []
+    for column, typ in COLUMNS.items():
+        dict_type = pa.dictionary(pa.int32(), typ) if column in CATEGORICAL else typ
+        if column in names:
+            arr = table.column(column)
+            if arr.type != dict_type:
+                arr = arr.cast(typ)
+                if column in CATEGORICAL:
+                    arr = arr.dictionary_encode()
+                    arr = arr.cast(dict_type) if arr.type != dict_type else arr
+        else:
+            arr = pa.nulls(n, typ)
+            if column in CATEGORICAL:
+                arr = pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], typ))
+        arrays.append(arr)
+        fields.append(pa.field(column, dict_type))
+    for column in table.column_names:
+        if column not in COLUMNS:
+            arrays.append(table.column(column))
+            fields.append(table.schema.field(column))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def read_table(paths: Sequence[Path]) -> pa.Table:
+    """Read event-log Parquet files into one table (categorical columns dictionary-encoded).
+
+    Parameters
+    ----------
+    paths
+        Files written by :class:`EventLog` (``events.parquet`` or parts), in order.
+
+    Returns
+    -------
+    pyarrow.Table
+        The rows of all files, every declared column present (missing ones null, extra
+        ones kept at the end); an empty table of the schema if ``paths`` is empty.
+
+    Raises
+    ------
+    OutputError
+        If a file cannot be read.
+    """
+    tables = []
+    for path in paths:
+        try:
+            metadata = pq.read_metadata(path)
+            names = set(metadata.schema.names)
+            read_dictionary = [c for c in sorted(CATEGORICAL) if c in names]
+            pfile = pq.ParquetFile(path, metadata=metadata, read_dictionary=read_dictionary)
+            tables.append(_conform(pfile.read()))
+        except (OSError, pa.ArrowException) as exc:
+            msg = f"cannot read event log {path}: {exc}"
+            raise OutputError(msg) from None
+    return _concat(tables)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        return _conform(SCHEMA.empty_table())
+    tables = [_conform(t) for t in tables]
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _pandas_type(typ: pa.DataType) -> Any:
+    if typ == _I:
+        return pd.Int64Dtype()
+    if typ == _B:
+        return pd.BooleanDtype()
+    return None
+
+
+def table_to_frame(table: pa.Table) -> pd.DataFrame:
+    """Convert an event-log table to pandas with the dtypes of :func:`ivsim.results.load_run`.
+
+    Parameters
+    ----------
+    table
+        Rows of :data:`SCHEMA` (string or dictionary-encoded string columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        float64 columns as ``float64`` (NaN for null), int64 as ``Int64``, bool as
+        ``boolean``, :data:`CATEGORICAL` columns as ``category`` (sorted categories),
+        other strings as pandas strings; sorted by ``seq`` with a fresh RangeIndex.
+    """
+    table = _conform(table)
+    df = table.to_pandas(types_mapper=_pandas_type)
+    for column in CATEGORICAL:
+        cats = df[column].cat.categories
+        if len(cats) > 1 and not cats.is_monotonic_increasing:
+            df[column] = df[column].cat.reorder_categories(sorted(cats))
+    if not df["seq"].is_monotonic_increasing:
+        df = df.sort_values("seq", kind="stable", ignore_index=True)
+    return df

@@ -1,0 +1,280 @@
+"""The radio access network: received powers, SINR, association and A3 handover.
+
+One long-lived process (:meth:`RadioNetwork.run`) measures every active
+vehicle's RSRP towards every base station each ``radio.measurement_period_s``,
+in one vectorised step, and hands vehicles over A3-style (a neighbour stronger
+than the serving cell by ``hysteresis_db`` for ``time_to_trigger_s``).
+
+Model
+-----
+- Path loss: TR 38.901 Table 7.4.1-1 for the *vehicle's current scene* (its
+  profile's model and LOS/NLOS condition, plus the profile's extra loss), to
+  every base station, with the base station's carrier and height.
+- Shadowing: log-normal, spatially correlated along the vehicle's route: a
+  standard-normal state per (vehicle, base station) evolves as an AR(1) process in
+  travelled distance, ``z <- rho z + sqrt(1 - rho^2) w`` with
+  ``rho = exp(-delta_d / d_corr)`` (the exponential correlation of TR 38.901
+  7.5, decorrelation distance of the current scene), scaled by the scene's
+  sigma. Draws come from the run's ``shadowing`` stream.
+- RSRP (dBm per subcarrier) = P_tx - 10 log10(N_sc) + G_bs + G_ue - PL - SF.
+- Downlink SINR = S / (N + sum_c load_c * P_c) over the other base stations on the
+  same carrier; uplink SINR at BS b = S / (N + sum_c load_c * mean_{u in c} P_ue G[u, b]),
+  the interference of the vehicles that other cells serve. Noise kTB + NF
+  (the vehicle's NF on the downlink, the base station's on the uplink).
+- ``load_c`` is the share of BS c's time-frequency resource used over the last
+  measurement period (``radio.interference_load: auto``) or a fixed number.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ivsim.sim.pathloss import pathloss_db, shadow_params
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    import simpy
+
+    from ivsim.sim.engine import Simulation
+
+__all__ = ["RadioNetwork", "db_to_lin", "lin_to_db"]
+
+logger = logging.getLogger(__name__)
+
+_KT_DBM_PER_HZ = -174.0
+
+
+def db_to_lin(x_db: np.ndarray | float) -> np.ndarray:
+    """Return ``10 ** (x_db / 10)``."""
+    return np.power(10.0, np.asarray(x_db) / 10.0)
+
+
+def lin_to_db(x: np.ndarray | float) -> np.ndarray:
+    """Return ``10 log10(x)`` (``-inf`` for 0)."""
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(x)
+
+
+class RadioNetwork:
+    """Large-scale radio state of every (vehicle, base station) pair, and mobility management.
+
+    Parameters
+    ----------
+    sim
+        The owning simulation (for the scenario, the vehicle table, the log and the RNG).
+    """
+
+    def __init__(self, sim: Simulation) -> None:
+        sc = sim.scenario
+        self.sim = sim
+        self.spec = sc.radio
+        bss = sc.base_stations
+        self.n_bs = len(bss)
+        self.bs_ids = [b.id for b in bss]
+        xy = np.array([sim.bs_xy(b) for b in bss], dtype=float).reshape(-1, 2)
+        self.bs_x, self.bs_y = xy[:, 0], xy[:, 1]
+        self.bs_height_m = np.array([b.height_m for b in bss])
+        self.carrier_hz = np.array([b.carrier_hz for b in bss])
+        self.bandwidth_hz = np.array([b.bandwidth_hz for b in bss])
+        self.tx_power_dbm = np.array([b.tx_power_dbm for b in bss])
+        self.n_subcarriers = np.array([b.bandwidth_hz / b.subcarrier_spacing_hz for b in bss])
+        self.bs_gain_dbi = np.array([b.antenna_gain_dbi for b in bss])
+        self.bs_nf_db = np.array([b.noise_figure_db for b in bss])
+        # same[b, c]: BS b and c share a carrier and so interfere
+        self.same_carrier = (self.carrier_hz[:, None] == self.carrier_hz[None, :]) & ~np.eye(self.n_bs, dtype=bool)
+
+        # per scene (index in sim.scene_names): propagation condition
+        self.scene_pl: list[tuple[str, bool]] = []
+        extra, sigma, dcorr = [], [], []
+        for name in sim.scene_names:
+            prof = sc.profile_of(name)
+            pl = prof.pathloss
+            self.scene_pl.append((pl.model, pl.los))
+            default = shadow_params(pl.model, pl.los)
+            extra.append(prof.extra_loss_db)
+            sigma.append(prof.shadow_fading_db or default.sigma_db)
+            dcorr.append(prof.shadow_decorrelation_m or default.decorrelation_m)
+        self.scene_extra_db = np.array(extra)
+        self.scene_sigma_db = np.array(sigma)
+        self.scene_dcorr_m = np.array(dcorr)
+
+        n = sim.vehicles.n
+        self._rng = sim.rng.numpy("shadowing")
+        self.shadow_z = np.zeros((n, self.n_bs))  # standard-normal shadowing state
+        self.shadow_at_m = np.full(n, np.nan)  # route distance of the last shadowing update (nan = new trip)
+        self.rsrp_dbm = np.full((n, self.n_bs), -np.inf)
+        self.gain_db = np.full((n, self.n_bs), -np.inf)  # -(PL + SF + extra) + antenna gains
+        self.ttt_target = np.full(n, -1, dtype=np.int32)
+        self.ttt_since_s = np.zeros(n)
+        self.load = np.zeros(self.n_bs) if sc.radio.interference_load == "auto" else None
+        self._fixed_load = None if sc.radio.interference_load == "auto" else float(sc.radio.interference_load)
+        self.resource_s = np.zeros(self.n_bs)  # resource-seconds used since the last load update
+        self._load_t_s = 0.0
+        self.handovers = 0
+
+    # ------------------------------------------------------------------ measurement
+
+    def measure(self, idx: np.ndarray, t_s: float) -> None:
+        """Update shadowing, gains and RSRP of vehicles ``idx`` at ``t_s``."""
+        if len(idx) == 0:
+            return
+        veh = self.sim.vehicles
+        x, y = veh.positions(idx, t_s)
+        s = veh.distance_m(idx, t_s)
+        scene = veh.scene[idx]
+        # spatially correlated shadowing along the travelled distance
+        last = self.shadow_at_m[idx]
+        fresh = np.isnan(last)
+        delta = np.where(fresh, np.inf, np.abs(s - np.where(fresh, 0.0, last)))
+        rho = np.exp(-delta / self.scene_dcorr_m[scene])[:, None]
+        w = self._rng.standard_normal((len(idx), self.n_bs))
+        self.shadow_z[idx] = rho * self.shadow_z[idx] + np.sqrt(1.0 - rho**2) * w
+        self.shadow_at_m[idx] = s
+
+        d2d = np.hypot(x[:, None] - self.bs_x[None, :], y[:, None] - self.bs_y[None, :])
+        pl = np.empty_like(d2d)
+        for k, (model, los) in enumerate(self.scene_pl):
+            rows = scene == k
+            if not rows.any():
+                continue
+            for b in range(self.n_bs):
+                pl[rows, b] = pathloss_db(
+                    model,
+                    los,
+                    d2d[rows, b],
+                    carrier_hz=self.carrier_hz[b],
+                    bs_height_m=self.bs_height_m[b],
+                    ue_height_m=self.spec.ue_height_m,
+                )
+        loss = pl + self.scene_extra_db[scene][:, None] + self.scene_sigma_db[scene][:, None] * self.shadow_z[idx]
+        gain = self.bs_gain_dbi[None, :] + self.spec.ue_antenna_gain_dbi - loss
+        self.gain_db[idx] = gain
+        self.rsrp_dbm[idx] = self.tx_power_dbm[None, :] - 10 * np.log10(self.n_subcarriers)[None, :] + gain
+
+    def forget(self, i: int) -> None:
+        """Reset vehicle ``i``'s radio state at the end of a trip."""
+        self.shadow_at_m[i] = np.nan
+        self.ttt_target[i] = -1
+        self.rsrp_dbm[i] = -np.inf
+        self.gain_db[i] = -np.inf
+
+    def attach(self, i: int, t_s: float) -> int:
+        """Measure a departing vehicle and attach it to its strongest base station."""
+        idx = np.array([i])
+        self.measure(idx, t_s)
+        best = int(np.argmax(self.rsrp_dbm[i]))
+        self.sim.vehicles.serving[i] = best
+        return best
+
+    # ------------------------------------------------------------------ SINR
+
+    def interference_load(self) -> np.ndarray:
+        """Activity factor of every base station."""
+        if self._fixed_load is not None:
+            return np.full(self.n_bs, self._fixed_load)
+        return self.load
+
+    def sinr_db(self, idx: np.ndarray, bs: np.ndarray, *, uplink: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(sinr_db, snr_db)`` of vehicles ``idx`` served by ``bs`` (arrays of equal length)."""
+        gain = db_to_lin(self.gain_db[idx])  # (n, B)
+        own = gain[np.arange(len(idx)), bs]
+        load = self.interference_load()
+        bw = self.bandwidth_hz[bs]
+        if uplink:
+            p_ue = db_to_lin(self.sim.scenario.radio.ue_tx_power_dbm)
+            signal = p_ue * own
+            noise = db_to_lin(_KT_DBM_PER_HZ + lin_to_db(bw) + self.bs_nf_db[bs])
+            interf = self._uplink_interference(load)[bs]
+        else:
+            signal = db_to_lin(self.tx_power_dbm[bs]) * own
+            noise = db_to_lin(_KT_DBM_PER_HZ + lin_to_db(bw) + self.spec.ue_noise_figure_db)
+            p_other = db_to_lin(self.tx_power_dbm)[None, :] * gain * (load[None, :] * self.same_carrier[bs])
+            interf = p_other.sum(axis=1)
+        return lin_to_db(signal / (noise + interf)), lin_to_db(signal / noise)
+
+    def _uplink_interference(self, load: np.ndarray) -> np.ndarray:
+        """Mean interference (mW) at each BS from the vehicles the other cells serve."""
+        veh = self.sim.vehicles
+        idx = np.flatnonzero(veh.active & (veh.serving >= 0))
+        out = np.zeros(self.n_bs)
+        if len(idx) == 0:
+            return out
+        p_ue = db_to_lin(self.sim.scenario.radio.ue_tx_power_dbm)
+        rx = p_ue * db_to_lin(self.gain_db[idx])  # (n, B): vehicle u received at BS b
+        serving = veh.serving[idx]
+        for c in range(self.n_bs):
+            members = serving == c
+            if load[c] <= 0 or not members.any():
+                continue
+            out += np.where(self.same_carrier[:, c], load[c] * rx[members].mean(axis=0), 0.0)
+        return out
+
+    def add_resource(self, bs: int, resource_s: float) -> None:
+        """Account resource-seconds (share x time) used by BS ``bs`` for the load estimate."""
+        self.resource_s[bs] += resource_s
+
+    # ------------------------------------------------------------------ process
+
+    def run(self) -> Generator[simpy.Event, None, None]:
+        """Measure every active vehicle each period; update loads; hand over (A3)."""
+        env = self.sim.env
+        period = self.spec.measurement_period_s
+        hyst = self.spec.handover.hysteresis_db
+        ttt = self.spec.handover.time_to_trigger_s
+        veh = self.sim.vehicles
+        while True:
+            yield env.timeout(period)
+            now = env.now
+            if self.load is not None:
+                self.load = np.minimum(1.0, self.resource_s / max(now - self._load_t_s, 1e-12))
+                self.resource_s[:] = 0.0
+                self._load_t_s = now
+            idx = np.flatnonzero(veh.active & (veh.serving >= 0))
+            if len(idx) == 0:
+                continue
+            self.measure(idx, now)
+            rsrp = self.rsrp_dbm[idx]
+            serving = veh.serving[idx]
+            own = rsrp[np.arange(len(idx)), serving]
+            masked = rsrp.copy()
+            masked[np.arange(len(idx)), serving] = -np.inf
+            best = np.argmax(masked, axis=1).astype(np.int32)
+            cond = masked[np.arange(len(idx)), best] > own + hyst
+            target = self.ttt_target[idx]
+            restart = cond & (target != best)
+            self.ttt_since_s[idx[restart]] = now
+            self.ttt_target[idx] = np.where(cond, best, -1)
+            fire = cond & ~restart & (now - self.ttt_since_s[idx] >= ttt - 1e-9)
+            if ttt <= 0:
+                fire = cond
+            if fire.any():
+                self._handover(idx[fire], serving[fire], best[fire], now)
+
+    def _handover(self, idx: np.ndarray, src: np.ndarray, dst: np.ndarray, t_s: float) -> None:
+        veh = self.sim.vehicles
+        veh.serving[idx] = dst
+        self.ttt_target[idx] = -1
+        self.handovers += len(idx)
+        x, y = veh.positions(idx, t_s)
+        lon, lat = self.sim.roadmap.to_lonlat(x, y)
+        ids = self.sim.vehicle_ids_array()[idx]
+        bs_ids = np.asarray(self.bs_ids, dtype=object)
+        self.sim.log.log_many(
+            "handover",
+            t_s,
+            ids,
+            vehicle=ids,
+            from_bs=bs_ids[src],
+            to_bs=bs_ids[dst],
+            bs=bs_ids[dst],
+            rsrp_dbm=self.rsrp_dbm[idx, dst],
+            scene=np.asarray(self.sim.scene_names, dtype=object)[veh.scene[idx]],
+            x_m=x,
+            y_m=y,
+            lon=lon,
+            lat=lat,
+        )
