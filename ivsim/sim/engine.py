@@ -27,7 +27,7 @@ import simpy
 
 from ivsim.errors import OutputError, RouteError
 from ivsim.rng import RngStreams
-from ivsim.sim.basestation import BaseStation
+from ivsim.sim.basestation import BaseStation, FrameScheduler
 from ivsim.sim.cloud import CloudNode
 from ivsim.sim.eventlog import EventLog
 from ivsim.sim.links import LinkBatcher, LinkEvaluator, make_link_evaluator
@@ -163,6 +163,7 @@ class Simulation:
         self._ids_arr = np.asarray(self._ids, dtype=object)
         self.radio = RadioNetwork(self)
         self.base_stations = [BaseStation(self, i, spec) for i, spec in enumerate(scenario.base_stations)]
+        self.scheduler = FrameScheduler(self)
         self.cloud = CloudNode(self)
         self.links = LinkBatcher(self.env, link_evaluator or make_link_evaluator(scenario.link))
         self.fleet = [Vehicle(self, i, *plan) for i, plan in enumerate(plans)]
@@ -276,8 +277,7 @@ class Simulation:
         for v in self.fleet:
             self.env.process(v.run())
         self.env.process(self.radio.run())
-        for bs in self.base_stations:
-            self.env.process(bs.run())
+        self.env.process(self.scheduler.run())
         self.env.process(self.cloud.run())
 
     def run(self, *, progress: Callable[[float], None] | None = None, steps: int = 200) -> RunSummary:
@@ -330,7 +330,7 @@ class Simulation:
         finally:
             wall_s = time.perf_counter() - wall0
             self._write_manifest(self.status, started_at, wall_s)
-        frames = int(sum(bs.frames for bs in self.base_stations))
+        frames = int(self.scheduler.frames.sum())
         return RunSummary(
             run_id=self.run_id,
             run_dir=self.run_dir,
@@ -339,7 +339,7 @@ class Simulation:
             wall_s=wall_s,
             counts=dict(self.log.counts),
             frames=frames,
-            frames_delivered=int(sum(bs.delivered for bs in self.base_stations)),
+            frames_delivered=int(self.scheduler.delivered.sum()),
             handovers=self.radio.handovers,
             vehicles=self.vehicles.n,
         )

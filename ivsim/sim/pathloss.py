@@ -49,65 +49,64 @@ def shadow_params(model: str, los: bool) -> ShadowParams:
     return _SHADOW[(model, bool(los))]
 
 
-def _umi_los(d2d: np.ndarray, d3d: np.ndarray, fc_hz: float, h_bs: float, h_ut: float) -> np.ndarray:
-    fc_ghz = fc_hz / 1e9
+# Each formula takes the 2D and 3D distances and lg = log10(d3d), computed once per call.
+
+
+def _umi_los(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
+    lf = np.log10(fc_hz / 1e9)
     d_bp = 4 * (h_bs - _H_E_M) * (h_ut - _H_E_M) * fc_hz / C_MPS
-    pl1 = 32.4 + 21 * np.log10(d3d) + 20 * np.log10(fc_ghz)
-    pl2 = 32.4 + 40 * np.log10(d3d) + 20 * np.log10(fc_ghz) - 9.5 * np.log10(d_bp**2 + (h_bs - h_ut) ** 2)
+    pl1 = 32.4 + 21 * lg + 20 * lf
+    pl2 = 32.4 + 40 * lg + 20 * lf - 9.5 * np.log10(d_bp**2 + (h_bs - h_ut) ** 2)
     return np.where(d2d <= d_bp, pl1, pl2)
 
 
-def _umi_nlos(d2d: np.ndarray, d3d: np.ndarray, fc_hz: float, h_bs: float, h_ut: float) -> np.ndarray:
-    fc_ghz = fc_hz / 1e9
-    nlos = 35.3 * np.log10(d3d) + 22.4 + 21.3 * np.log10(fc_ghz) - 0.3 * (h_ut - 1.5)
-    return np.maximum(_umi_los(d2d, d3d, fc_hz, h_bs, h_ut), nlos)
+def _umi_nlos(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
+    nlos = 35.3 * lg + 22.4 + 21.3 * np.log10(fc_hz / 1e9) - 0.3 * (h_ut - 1.5)
+    return np.maximum(_umi_los(d2d, d3d, lg, fc_hz, h_bs, h_ut), nlos)
 
 
-def _uma_los(d2d: np.ndarray, d3d: np.ndarray, fc_hz: float, h_bs: float, h_ut: float) -> np.ndarray:
-    fc_ghz = fc_hz / 1e9
+def _uma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
+    lf = np.log10(fc_hz / 1e9)
     d_bp = 4 * (h_bs - _H_E_M) * (h_ut - _H_E_M) * fc_hz / C_MPS
-    pl1 = 28.0 + 22 * np.log10(d3d) + 20 * np.log10(fc_ghz)
-    pl2 = 28.0 + 40 * np.log10(d3d) + 20 * np.log10(fc_ghz) - 9 * np.log10(d_bp**2 + (h_bs - h_ut) ** 2)
+    pl1 = 28.0 + 22 * lg + 20 * lf
+    pl2 = 28.0 + 40 * lg + 20 * lf - 9 * np.log10(d_bp**2 + (h_bs - h_ut) ** 2)
     return np.where(d2d <= d_bp, pl1, pl2)
 
 
-def _uma_nlos(d2d: np.ndarray, d3d: np.ndarray, fc_hz: float, h_bs: float, h_ut: float) -> np.ndarray:
-    fc_ghz = fc_hz / 1e9
-    nlos = 13.54 + 39.08 * np.log10(d3d) + 20 * np.log10(fc_ghz) - 0.6 * (h_ut - 1.5)
-    return np.maximum(_uma_los(d2d, d3d, fc_hz, h_bs, h_ut), nlos)
+def _uma_nlos(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
+    nlos = 13.54 + 39.08 * lg + 20 * np.log10(fc_hz / 1e9) - 0.6 * (h_ut - 1.5)
+    return np.maximum(_uma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut), nlos)
 
 
-def _rma_pl1(d3d: np.ndarray, fc_ghz: float) -> np.ndarray:
+def _rma_pl1(d3d, lg, fc_hz):  # noqa: ANN001, ANN202
     h = _RMA_BUILDING_M
     return (
-        20 * np.log10(40 * np.pi * d3d * fc_ghz / 3)
-        + min(0.03 * h**1.72, 10) * np.log10(d3d)
+        20 * (np.log10(40 * np.pi / 3) + lg + np.log10(fc_hz / 1e9))
+        + min(0.03 * h**1.72, 10) * lg
         - min(0.044 * h**1.72, 14.77)
         + 0.002 * np.log10(h) * d3d
     )
 
 
-def _rma_los(d2d: np.ndarray, d3d: np.ndarray, fc_hz: float, h_bs: float, h_ut: float) -> np.ndarray:
-    fc_ghz = fc_hz / 1e9
+def _rma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
     d_bp = 2 * np.pi * h_bs * h_ut * fc_hz / C_MPS
-    pl1 = _rma_pl1(d3d, fc_ghz)
-    pl2 = _rma_pl1(np.asarray(d_bp), fc_ghz) + 40 * np.log10(d3d / d_bp)
+    pl1 = _rma_pl1(d3d, lg, fc_hz)
+    pl2 = _rma_pl1(d_bp, np.log10(d_bp), fc_hz) + 40 * (lg - np.log10(d_bp))
     return np.where(d2d <= d_bp, pl1, pl2)
 
 
-def _rma_nlos(d2d: np.ndarray, d3d: np.ndarray, fc_hz: float, h_bs: float, h_ut: float) -> np.ndarray:
-    fc_ghz = fc_hz / 1e9
+def _rma_nlos(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
     h, w = _RMA_BUILDING_M, _RMA_STREET_M
     nlos = (
         161.04
         - 7.1 * np.log10(w)
         + 7.5 * np.log10(h)
         - (24.37 - 3.7 * (h / h_bs) ** 2) * np.log10(h_bs)
-        + (43.42 - 3.1 * np.log10(h_bs)) * (np.log10(d3d) - 3)
-        + 20 * np.log10(fc_ghz)
+        + (43.42 - 3.1 * np.log10(h_bs)) * (lg - 3)
+        + 20 * np.log10(fc_hz / 1e9)
         - (3.2 * np.log10(11.75 * h_ut) ** 2 - 4.97)
     )
-    return np.maximum(_rma_los(d2d, d3d, fc_hz, h_bs, h_ut), nlos)
+    return np.maximum(_rma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut), nlos)
 
 
 _PATHLOSS = {
@@ -125,8 +124,8 @@ def pathloss_db(
     los: bool,
     distance_2d_m: np.ndarray,
     *,
-    carrier_hz: float,
-    bs_height_m: float,
+    carrier_hz: float | np.ndarray,
+    bs_height_m: float | np.ndarray,
     ue_height_m: float,
 ) -> np.ndarray:
     """Return the TR 38.901 path loss in dB (no shadowing).
@@ -140,7 +139,8 @@ def pathloss_db(
     distance_2d_m
         Ground distances between BS and UE, any shape.
     carrier_hz, bs_height_m, ue_height_m
-        Carrier frequency and antenna heights.
+        Carrier frequency and antenna heights; carrier and BS height may be
+        arrays that broadcast against the distances (e.g. one per column).
 
     Returns
     -------
@@ -148,5 +148,7 @@ def pathloss_db(
         Path loss in dB, same shape as ``distance_2d_m``.
     """
     d2d = np.maximum(np.asarray(distance_2d_m, dtype=float), 10.0)
-    d3d = np.sqrt(d2d**2 + (bs_height_m - ue_height_m) ** 2)
-    return _PATHLOSS[(model, bool(los))](d2d, d3d, carrier_hz, bs_height_m, ue_height_m)
+    fc = np.asarray(carrier_hz, dtype=float)
+    h_bs = np.asarray(bs_height_m, dtype=float)
+    d3d = np.sqrt(d2d**2 + (h_bs - ue_height_m) ** 2)
+    return _PATHLOSS[(model, bool(los))](d2d, d3d, np.log10(d3d), fc, h_bs, ue_height_m)

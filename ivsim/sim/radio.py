@@ -137,19 +137,17 @@ class RadioNetwork:
 
         d2d = np.hypot(x[:, None] - self.bs_x[None, :], y[:, None] - self.bs_y[None, :])
         pl = np.empty_like(d2d)
-        for k, (model, los) in enumerate(self.scene_pl):
+        for k in np.unique(scene):
+            model, los = self.scene_pl[k]
             rows = scene == k
-            if not rows.any():
-                continue
-            for b in range(self.n_bs):
-                pl[rows, b] = pathloss_db(
-                    model,
-                    los,
-                    d2d[rows, b],
-                    carrier_hz=self.carrier_hz[b],
-                    bs_height_m=self.bs_height_m[b],
-                    ue_height_m=self.spec.ue_height_m,
-                )
+            pl[rows] = pathloss_db(
+                model,
+                los,
+                d2d[rows],
+                carrier_hz=self.carrier_hz,
+                bs_height_m=self.bs_height_m,
+                ue_height_m=self.spec.ue_height_m,
+            )
         loss = pl + self.scene_extra_db[scene][:, None] + self.scene_sigma_db[scene][:, None] * self.shadow_z[idx]
         gain = self.bs_gain_dbi[None, :] + self.spec.ue_antenna_gain_dbi - loss
         self.gain_db[idx] = gain
@@ -213,9 +211,9 @@ class RadioNetwork:
             out += np.where(self.same_carrier[:, c], load[c] * rx[members].mean(axis=0), 0.0)
         return out
 
-    def add_resource(self, bs: int, resource_s: float) -> None:
-        """Account resource-seconds (share x time) used by BS ``bs`` for the load estimate."""
-        self.resource_s[bs] += resource_s
+    def add_resource(self, resource_s: np.ndarray) -> None:
+        """Account resource-seconds (bandwidth share x time) used by each BS, for the load estimate."""
+        self.resource_s += resource_s
 
     # ------------------------------------------------------------------ process
 
