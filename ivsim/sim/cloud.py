@@ -8,8 +8,8 @@ link and direction), waits in the cloud's queue for a free GPU (a
 (first in, first out), and starts the job's service as a short-lived process.
 
 Rows: ``job_queued`` (on arrival at the cloud, with ``queue_len``),
-``job_start`` (``wait_s`` in the queue), ``job_done`` (``wait_s``,
-``service_s``, ``delay_s`` from submission to result back at the base station).
+``job_start`` (``wait_s`` in the queue), ``job_done`` (when the result is back at
+the base station: ``wait_s``, ``service_s``, ``delay_s`` from submission).
 """
 
 from __future__ import annotations
@@ -137,6 +137,11 @@ class CloudNode:
         yield finished
         yield from self.down[job.bs].transfer(job.download_bits)
         res.returned_s = env.now
+        self.sim.log.log(
+            "job_done", env.now, job.job_id, job_id=job.job_id, job_kind=job.kind, vehicle=job.vehicle,
+            wait_s=res.wait_s, service_s=job.service_s, download_bits=job.download_bits,
+            delay_s=env.now - res.submitted_s,
+        )  # fmt: skip
         return res
 
     def run(self) -> Generator[simpy.Event, None, None]:
@@ -164,9 +169,4 @@ class CloudNode:
             self.gpus.release(gpu)
         res.finished_s = env.now
         self.jobs_done += 1
-        self.sim.log.log(
-            "job_done", env.now, job.job_id, job_id=job.job_id, job_kind=job.kind, vehicle=job.vehicle,
-            wait_s=res.wait_s, service_s=job.service_s, download_bits=job.download_bits,
-            delay_s=env.now - res.submitted_s,
-        )  # fmt: skip
         finished.succeed()

@@ -150,15 +150,17 @@ class Simulation:
         self.scene_names: tuple[str, ...] = tuple(scenario.scenes)
         self.scene_map = SceneMap(self.roadmap, scenario.scene_rules, self.scene_names)
         self._scene_names_arr = np.asarray(self.scene_names, dtype=object)
+        self.fleet: list[Vehicle] = []
+        self._ids: list[str] = []
+        plans = self._plan_vehicles()
+        # only now that every vehicle is routable: the log creates parts/, which would leave the run
+        # folder non-empty (and refused on the next try) if planning failed
         self.log = EventLog(
             self.run_dir,
             self.run_id,
             flush_rows=scenario.output.flush_rows,
             flush_interval_s=scenario.output.flush_interval_s,
         )
-        self.fleet: list[Vehicle] = []
-        self._ids: list[str] = []
-        plans = self._plan_vehicles()
         self.vehicles = VehicleTable(len(plans), len(scenario.base_stations))
         self._ids_arr = np.asarray(self._ids, dtype=object)
         self.radio = RadioNetwork(self)

@@ -181,6 +181,12 @@ _WRITE_OPTIONS: dict[str, Any] = {
     "column_encoding": {c: "DELTA_BINARY_PACKED" if t == _I else "BYTE_STREAM_SPLIT"
                         for c, t in COLUMNS.items() if t in (_I, _F)},
 }
+# Parts are transient (combined into events.parquet at close): written uncompressed with plain encodings,
+# which makes both their writing and their reading at close cheaper.
+_PART_WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "none",
+    "use_dictionary": [c for c, t in COLUMNS.items() if t == _S],
+}
 _CLOCK_EVERY = 1024  # single-row log() calls between two checks of the flush conditions
 _PART_RE = re.compile(r"^part-(\d+)\.parquet$")
 
@@ -499,7 +505,7 @@ class EventLog:
             path = self._parts_dir / f"part-{len(self._parts):05d}.parquet"
             tmp = path.with_name(path.name + ".tmp")
             try:
-                pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS, **_WRITE_OPTIONS)
+                pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS, **_PART_WRITE_OPTIONS)
                 os.replace(tmp, path)
             except OSError as exc:
                 with contextlib.suppress(OSError):

@@ -30,8 +30,7 @@ class PolylineStore:
 
     def __init__(self, *, capacity: int = 1 << 14) -> None:
         self._g = np.empty(capacity)
-        self._x = np.empty(capacity)
-        self._y = np.empty(capacity)
+        self._z = np.empty(capacity, dtype=complex)  # x + 1j y: one interpolation gives both
         self._n = 0
         self._end = 0.0
 
@@ -40,23 +39,22 @@ class PolylineStore:
         n = len(route.cum_m)
         if self._n + n > len(self._g):
             size = max(2 * len(self._g), self._n + n)
-            for name in ("_g", "_x", "_y"):
-                grown = np.empty(size)
+            for name in ("_g", "_z"):
+                grown = np.empty(size, dtype=getattr(self, name).dtype)
                 grown[: self._n] = getattr(self, name)[: self._n]
                 setattr(self, name, grown)
         base = self._end + _GAP_M
         sl = slice(self._n, self._n + n)
         self._g[sl] = base + route.cum_m
-        self._x[sl] = route.xy[:, 0]
-        self._y[sl] = route.xy[:, 1]
+        self._z[sl] = route.xy[:, 0] + 1j * route.xy[:, 1]
         self._n += n
         self._end = base + route.length_m
         return base
 
     def positions(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(x_m, y_m)`` at store coordinates ``g``."""
-        gp = self._g[: self._n]
-        return np.interp(g, gp, self._x[: self._n]), np.interp(g, gp, self._y[: self._n])
+        z = np.interp(g, self._g[: self._n], self._z[: self._n])
+        return z.real, z.imag
 
     def __len__(self) -> int:
         return self._n
@@ -89,10 +87,17 @@ class VehicleTable:
         self.serving = np.full(n, -1, dtype=np.int32)  # serving base station, -1 = none
         self.frames_sent = np.zeros(n, dtype=np.int64)
         self.store = PolylineStore()
+        # positions of the current instant, shared by every reader at that instant (a vehicle's position is
+        # continuous, so entering a stretch or departing again from its arrival node does not change it)
+        self._pos_t = np.nan
+        self._pos_x = np.zeros(n)
+        self._pos_y = np.zeros(n)
+        self._pos_ok = np.zeros(n, dtype=bool)
 
     def start_trip(self, i: int, route: Route) -> None:
         """Put vehicle ``i`` at the start of ``route``."""
         self.base_m[i] = self.store.add(route)
+        self._pos_ok[i] = False
         self.route_m[i] = route.length_m
         self.s0_m[i] = 0.0
         self.speed_mps[i] = 0.0
@@ -113,5 +118,14 @@ class VehicleTable:
         return np.minimum(s, self.edge_end_m[idx])
 
     def positions(self, idx: np.ndarray, t_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Exact ``(x_m, y_m)`` of vehicles ``idx`` at ``t_s``."""
-        return self.store.positions(self.base_m[idx] + self.distance_m(idx, t_s))
+        """Exact ``(x_m, y_m)`` of vehicles ``idx`` at ``t_s`` (computed once per vehicle and instant)."""
+        if t_s != self._pos_t:
+            self._pos_t = t_s
+            self._pos_ok[:] = False
+        todo = idx[~self._pos_ok[idx]]
+        if len(todo):
+            x, y = self.store.positions(self.base_m[todo] + self.distance_m(todo, t_s))
+            self._pos_x[todo] = x
+            self._pos_y[todo] = y
+            self._pos_ok[todo] = True
+        return self._pos_x[idx], self._pos_y[idx]

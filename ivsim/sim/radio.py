@@ -135,7 +135,9 @@ class RadioNetwork:
         self.shadow_z[idx] = rho * self.shadow_z[idx] + np.sqrt(1.0 - rho**2) * w
         self.shadow_at_m[idx] = s
 
-        d2d = np.hypot(x[:, None] - self.bs_x[None, :], y[:, None] - self.bs_y[None, :])
+        dx = x[:, None] - self.bs_x[None, :]
+        dy = y[:, None] - self.bs_y[None, :]
+        d2d = np.sqrt(dx * dx + dy * dy)
         pl = np.empty_like(d2d)
         for k in np.unique(scene):
             model, los = self.scene_pl[k]
@@ -224,8 +226,10 @@ class RadioNetwork:
         hyst = self.spec.handover.hysteresis_db
         ttt = self.spec.handover.time_to_trigger_s
         veh = self.sim.vehicles
+        k = 0
         while True:
-            yield env.timeout(period)
+            k += 1
+            yield env.timeout(k * period - env.now)  # k * period: no drift from repeated additions
             now = env.now
             if self.load is not None:
                 self.load = np.minimum(1.0, self.resource_s / max(now - self._load_t_s, 1e-12))
