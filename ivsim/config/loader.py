@@ -826,6 +826,29 @@ def _problems_of(errors: Sequence[Mapping[str, Any]]) -> list[_Problem]:
     return problems
 
 
+def _misspelling_of(problem: _Problem) -> str | None:
+    """The field an unknown key most likely misspells, if any."""
+    model = _model_at(problem.loc[:-1])
+    if model is None or not problem.path:
+        return None
+    close = difflib.get_close_matches(str(problem.path[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _drop_misspelt_missing(problems: list[_Problem]) -> list[_Problem]:
+    """Drop 'required field missing' for a field that an unknown key beside it misspells (one mistake, one line)."""
+    misspelt = {
+        (_key_path(p.path[:-1]), name)
+        for p in problems
+        if p.kind == "extra_forbidden" and (name := _misspelling_of(p)) is not None
+    }
+    return [
+        p
+        for p in problems
+        if not (p.kind == "missing" and p.path and (_key_path(p.path[:-1]), p.path[-1]) in misspelt)
+    ]
+
+
 def _report(
     exc: ValidationError,
     data: dict[str, Any],
@@ -833,7 +856,7 @@ def _report(
     applied: Sequence[tuple[_Path, str]],
     name: str,
 ) -> list[tuple[int, int, str]]:
-    problems = _collapse(_problems_of(exc.errors(include_url=False)), data)
+    problems = _drop_misspelt_missing(_collapse(_problems_of(exc.errors(include_url=False)), data))
     field_paths = {_key_path(p.path) for p in problems}
     for problem in _problems_of(_cross_reference_errors(exc, data)):
         if _key_path(problem.path) not in field_paths:
