@@ -268,6 +268,15 @@ class RadioSpec(Model):
     ue_antenna_gain_dbi: float = 0.0
     ue_noise_figure_db: NonNegativeFloat = 9.0
     measurement_period_s: PositiveFloat = Field(0.1, description="How often RSRP is measured for handover.")
+    l3_filter_k: int = Field(
+        4,
+        ge=0,
+        le=19,
+        description=(
+            "Layer-3 RSRP filter (TS 38.331 filterCoefficient): F = (1 - a) F + a M with a = 1 / 2^(k/4); "
+            "0 = no filtering."
+        ),
+    )
     handover: HandoverSpec = HandoverSpec()
     interference_load: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = Field(
         "auto",

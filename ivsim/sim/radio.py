@@ -2,8 +2,9 @@
 
 One long-lived process (:meth:`RadioNetwork.run`) measures every active
 vehicle's RSRP towards every base station each ``radio.measurement_period_s``,
-in one vectorised step, and hands vehicles over A3-style (a neighbour stronger
-than the serving cell by ``hysteresis_db`` for ``time_to_trigger_s``).
+in one vectorised step, filters it (layer-3 filter of TS 38.331, ``l3_filter_k``)
+and hands vehicles over A3-style (a neighbour stronger than the serving cell by
+``hysteresis_db`` for ``time_to_trigger_s``, on filtered RSRP).
 
 Model
 -----
@@ -106,7 +107,9 @@ class RadioNetwork:
         self._rng = sim.rng.numpy("shadowing")
         self.shadow_z = np.zeros((n, self.n_bs))  # standard-normal shadowing state
         self.shadow_at_m = np.full(n, np.nan)  # route distance of the last shadowing update (nan = new trip)
-        self.rsrp_dbm = np.full((n, self.n_bs), -np.inf)
+        self.rsrp_dbm = np.full((n, self.n_bs), -np.inf)  # latest measurement
+        self.rsrp_l3_dbm = np.full((n, self.n_bs), np.nan)  # layer-3 filtered, what A3 compares (nan = none yet)
+        self._l3_a = 0.5 ** (sc.radio.l3_filter_k / 4.0)
         self.gain_db = np.full((n, self.n_bs), -np.inf)  # -(PL + SF + extra) + antenna gains
         self.ttt_target = np.full(n, -1, dtype=np.int32)
         self.ttt_since_s = np.zeros(n)
@@ -160,6 +163,7 @@ class RadioNetwork:
         self.shadow_at_m[i] = np.nan
         self.ttt_target[i] = -1
         self.rsrp_dbm[i] = -np.inf
+        self.rsrp_l3_dbm[i] = np.nan
         self.gain_db[i] = -np.inf
 
     def attach(self, i: int, t_s: float) -> int:
@@ -239,7 +243,10 @@ class RadioNetwork:
             if len(idx) == 0:
                 continue
             self.measure(idx, now)
-            rsrp = self.rsrp_dbm[idx]
+            prev = self.rsrp_l3_dbm[idx]
+            raw = self.rsrp_dbm[idx]
+            rsrp = np.where(np.isnan(prev), raw, (1.0 - self._l3_a) * prev + self._l3_a * raw)
+            self.rsrp_l3_dbm[idx] = rsrp
             serving = veh.serving[idx]
             own = rsrp[np.arange(len(idx)), serving]
             masked = rsrp.copy()
@@ -273,7 +280,7 @@ class RadioNetwork:
             from_bs=bs_ids[src],
             to_bs=bs_ids[dst],
             bs=bs_ids[dst],
-            rsrp_dbm=self.rsrp_dbm[idx, dst],
+            rsrp_dbm=self.rsrp_l3_dbm[idx, dst],
             scene=np.asarray(self.sim.scene_names, dtype=object)[veh.scene[idx]],
             x_m=x,
             y_m=y,

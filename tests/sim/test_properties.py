@@ -105,7 +105,9 @@ def run(roadmap: RoadMap, p: dict[str, Any]) -> tuple[Simulation, pd.DataFrame, 
 @given(p=scenarios)
 def test_run_invariants(grid_roadmap: RoadMap, p: dict[str, Any]) -> None:
     sim, df, routes = run(grid_roadmap, p)
-    assert len(df) > 0
+    if df.empty:  # every departure fell after the end of the run
+        assert all(v.depart_s >= p["duration_s"] for v in sim.fleet)
+        return
 
     # --- time never goes back; seq numbers every row once
     assert df.seq.tolist() == list(range(len(df)))

@@ -153,7 +153,13 @@ PERIOD_S = 0.1
 
 
 def a3_case(
-    line_roadmap: RoadMap, *, hyst: float, ttt: float, vehicle: dict[str, Any], duration_s: float = 125.0
+    line_roadmap: RoadMap,
+    *,
+    hyst: float,
+    ttt: float,
+    vehicle: dict[str, Any],
+    duration_s: float = 125.0,
+    l3_filter_k: int = 0,
 ) -> tuple[pd.DataFrame, Recorder]:
     changes = {
         "duration_s": duration_s,
@@ -161,7 +167,11 @@ def a3_case(
         "vehicles": [vehicle],
         "profiles": TINY_SHADOW,
         "traffic": {"fps": 1},
-        "radio": {"measurement_period_s": PERIOD_S, "handover": {"hysteresis_db": hyst, "time_to_trigger_s": ttt}},
+        "radio": {
+            "measurement_period_s": PERIOD_S,
+            "l3_filter_k": l3_filter_k,
+            "handover": {"hysteresis_db": hyst, "time_to_trigger_s": ttt},
+        },
     }
     _, df, rec = run(line_roadmap, changes, record=True)
     return rows_of(df, "handover"), rec
@@ -449,3 +459,18 @@ def test_uplink_run_logs_uplink_rows(line_roadmap: RoadMap) -> None:
     assert set(down.direction) == {"downlink"}
     # 23 dBm from the car vs 43 dBm from the cell, NF 5 vs 9 dB: 16 dB less SNR on the uplink
     np.testing.assert_allclose(down.snr_db.to_numpy() - tx.snr_db.to_numpy(), 16.0, atol=1e-9)
+
+
+def test_l3_filter_delays_the_handover_and_reports_the_filtered_rsrp(line_roadmap: RoadMap) -> None:
+    raw_ho, _ = a3_case(line_roadmap, hyst=3.0, ttt=0.32, vehicle=car("c", 0, 20), l3_filter_k=0)
+    ho, rec4 = a3_case(line_roadmap, hyst=3.0, ttt=0.32, vehicle=car("c", 0, 20), l3_filter_k=8)
+    assert len(raw_ho) == len(ho) == 1
+    assert float(ho.loc[0, "t_s"]) > float(raw_ho.loc[0, "t_s"])
+    # F_n = (1 - a) F_(n-1) + a M_n with a = 1 / 2^(k/4) = 1/4, started at the first measurement after attach
+    rows = rec4.of(0)[1:]
+    t = np.array([r["t_s"] for r in rows])
+    m = np.array([r["rsrp"][1] for r in rows])
+    f = m[0]
+    for value in m[1:][t[1:] <= float(ho.loc[0, "t_s"]) + 1e-9]:
+        f = 0.75 * f + 0.25 * value
+    assert float(ho.loc[0, "rsrp_dbm"]) == pytest.approx(f, abs=1e-9)
