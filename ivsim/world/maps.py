@@ -74,6 +74,7 @@ _NOT_TAGS = frozenset(
 )  # fmt: skip
 
 _OSMNX_SETTINGS_LOCK = threading.Lock()
+_MIN_SPEED_KPH = 5.0  # floor for edges whose speed is missing or not positive (vehicles must move)
 
 
 # --------------------------------------------------------------------------- RoadMap
@@ -257,6 +258,11 @@ class RoadMap:
         self.edge_key: np.ndarray = _frozen(k_arr)
         self.length_m: np.ndarray = _frozen(length)
         self.polyline_m: np.ndarray = _frozen(polyline_m)
+        bad = ~(speed_kph >= _MIN_SPEED_KPH)  # also NaN: e.g. an OSM maxspeed of "0"
+        if bad.any():
+            logger.warning("%s: %d edges with speed below %g km/h set to it", self.source, int(bad.sum()), _MIN_SPEED_KPH)
+            speed_kph = np.where(bad, _MIN_SPEED_KPH, speed_kph)
+            travel = np.where(bad, length / (_MIN_SPEED_KPH / 3.6), travel)
         self.speed_mps: np.ndarray = _frozen(speed_kph / 3.6)
         self.travel_time_s: np.ndarray = _frozen(travel)
         self.edge_xy: list[np.ndarray] = edge_xy

@@ -265,3 +265,19 @@ def test_nearest_node(nyc_map: RoadMap) -> None:
     nodes, dists = nyc_map.nearest_node(nyc_map.nodes_xy[:50, 0], nyc_map.nodes_xy[:50, 1])
     assert np.array_equal(nodes, nyc_map.node_ids[:50])
     assert np.all(dists == 0)
+
+
+def test_non_positive_edge_speed_is_floored_so_vehicles_move() -> None:
+    import networkx as nx
+
+    graph = nx.MultiDiGraph(crs="EPSG:32618")
+    graph.add_node(1, x=0.0, y=0.0)
+    graph.add_node(2, x=100.0, y=0.0)
+    graph.add_edge(1, 2, 0, length=100.0, speed_kph=0.0, travel_time=float("inf"), highway="residential")
+    graph.add_edge(2, 1, 0, length=100.0, speed_kph=36.0, travel_time=10.0, highway="residential")
+    roadmap = RoadMap(graph, source="toy", name="toy")
+    fwd = roadmap.edge_index[(1, 2, 0)]
+    back = roadmap.edge_index[(2, 1, 0)]
+    assert roadmap.speed_mps[fwd] == pytest.approx(5.0 / 3.6)
+    assert roadmap.travel_time_s[fwd] == pytest.approx(100.0 / (5.0 / 3.6))
+    assert roadmap.speed_mps[back] == pytest.approx(10.0)
