@@ -1,6 +1,6 @@
 """The ``ivsim`` command line.
 
-``ivsim run / validate / schema / report / bench``. Every user error
+``ivsim run / validate / schema / report / bench / train``. Every user error
 (:class:`~ivsim.errors.IvsimError`, a bad flag) prints one line per problem on
 stderr and exits with code 2; Ctrl-C exits 130 after closing the log.
 """
@@ -70,6 +70,21 @@ def _build_parser() -> argparse.ArgumentParser:
     core.add_argument("--vehicles", type=int, default=1000)
     core.add_argument("--duration", type=float, default=3600.0, help="simulated seconds")
     core.add_argument("--fps", type=float, default=1.0, help="frames per second per vehicle")
+
+    train = sub.add_parser("train", help="rebuild shipped weights (codecs) from the repo's data")
+    train_sub = train.add_subparsers(dest="train", required=True, parser_class=_Parser, metavar="WHAT")
+    tc = train_sub.add_parser("codec", help="train a neural codec over AWGN; writes OUT/codec_<kind>.safetensors")
+    tc.add_argument("--kind", required=True, choices=["ctcd", "deepjscc"])
+    tc.add_argument("--steps", type=int, default=1500, help="optimiser steps (default 1500)")
+    tc.add_argument("--batch", type=int, default=32, help="patches per step (default 32)")
+    tc.add_argument("--crop", type=int, default=32, help="training patch side = codec patch (default 32)")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the repo's models/)")
+    tc.add_argument("--resume", action="store_true", help="continue from runs/train/codec_<kind>/ checkpoints")
+    tc.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: robust on shared cores, reproducible)"
+    )
+    tc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -221,12 +236,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    return {"codec": _cmd_train_codec}[args.train](args)
+
+
+def _cmd_train_codec(args: argparse.Namespace) -> int:
+    import torch
+
+    from ivsim.ai.train import train_codec
+    from ivsim.ai.zoo import MODELS_DIR
+
+    if args.threads < 1:
+        msg = f"--threads must be >= 1, got {args.threads}"
+        raise IvsimError(msg)
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    result = train_codec(
+        args.kind,
+        steps=args.steps,
+        batch_size=args.batch,
+        crop=args.crop,
+        seed=args.seed,
+        out_dir=args.out if args.out is not None else MODELS_DIR,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "report": _cmd_report,
     "bench": _cmd_bench,
+    "train": _cmd_train,
 }
 
 if __name__ == "__main__":
