@@ -86,7 +86,6 @@ import io
 import logging
 import math
 from collections.abc import Sequence
-from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -97,6 +96,7 @@ from torch import nn
 from ivsim.ai import zoo
 from ivsim.ai.images import DEFAULT_IMAGES, ImageFolder, psnr, ssim, tile, tile_grid, to_pil, untile
 from ivsim.errors import ModelError
+from ivsim.registry import resolve_kind
 
 __all__ = [
     "CODECS",
@@ -965,21 +965,7 @@ def make_codec(kind: str, **params: Any) -> SemanticCodec:
         Unknown kind, unimportable module or class, a class that is not a codec,
         bad parameters, or a weight problem.
     """
-    if ":" in kind:
-        mod_name, _, cls_name = kind.partition(":")
-        try:
-            cls = getattr(import_module(mod_name), cls_name)
-        except ImportError as exc:
-            msg = f"codec {kind!r}: cannot import module {mod_name!r} ({exc})"
-            raise ModelError(msg) from None
-        except AttributeError:
-            msg = f"codec {kind!r}: module {mod_name!r} has no attribute {cls_name!r}"
-            raise ModelError(msg) from None
-    elif kind in CODECS:
-        cls = CODECS[kind]
-    else:
-        msg = f"unknown codec kind {kind!r} (allowed: {', '.join(sorted(CODECS))}, or 'module:Class')"
-        raise ModelError(msg)
+    cls = resolve_kind(kind, CODECS, what="codec", error=ModelError)
     try:
         codec = cls(**params)
     except TypeError as exc:

@@ -62,7 +62,6 @@ at each item's SNR.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from collections.abc import Mapping
@@ -74,6 +73,7 @@ import torch
 
 from ivsim.config.schema import LinkLevelProfile, SystemLevelProfile, profile_hash
 from ivsim.errors import ModelError
+from ivsim.registry import resolve_kind
 from ivsim.phy import ChannelCovariance, ChannelSampler, GridSpec, LMMSEEstimator, LSEstimator, covariances
 
 __all__ = [
@@ -683,7 +683,7 @@ def make_estimator(kind: str, **params: Any) -> ChannelEstimator:
 
     Raises
     ------
-    ValueError
+    ModelError
         Unknown kind, a module or class that cannot be imported, or a class that
         does not follow the protocol.
 
@@ -710,21 +710,10 @@ def make_estimator(kind: str, **params: Any) -> ChannelEstimator:
     >>> est.name, est.scene
     ('ls', None)
     """
-    if ":" in kind:
-        mod_name, _, cls_name = kind.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod_name), cls_name)
-        except (ImportError, AttributeError) as exc:
-            msg = f"estimator {kind!r}: cannot import ({exc})"
-            raise ValueError(msg) from None
-    elif kind in ESTIMATORS:
-        cls = ESTIMATORS[kind]
-    else:
-        msg = f"unknown estimator kind {kind!r} (known: {', '.join(ESTIMATORS)}; or 'module:Class')"
-        raise ValueError(msg)
+    cls = resolve_kind(kind, ESTIMATORS, what="estimator", error=ModelError)
     est = cls(**params)
     if not isinstance(est, ChannelEstimator):
         msg = f"estimator {kind!r} does not follow the ChannelEstimator protocol (name, scene, estimate)"
-        raise ValueError(msg)
+        raise ModelError(msg)
     return est
 

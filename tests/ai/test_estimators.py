@@ -59,9 +59,9 @@ def tiny(grid: GridSpec, **kw: object) -> DiffusionChannelEstimator:
 
 def test_registry_kinds() -> None:
     assert set(ESTIMATORS) == {"ls", "lmmse", "diffusion"}
-    with pytest.raises(ValueError, match="unknown estimator kind 'nope'"):
+    with pytest.raises(ModelError, match="unknown estimator kind 'nope'"):
         make_estimator("nope")
-    with pytest.raises(ValueError, match="cannot import"):
+    with pytest.raises(ModelError, match="cannot import"):
         make_estimator("no_such_module_xyz:Thing")
 
 
@@ -215,7 +215,7 @@ def test_module_class_plugin(grid: GridSpec, channels: torch.Tensor) -> None:
     assert isinstance(est, Plugin) and est.scene == "mine"
     y, no = received(channels[:2], 10.0, grid)
     assert torch.equal(est.estimate(y, no)[0], torch.full_like(y, 2.0))
-    with pytest.raises(ValueError, match="does not follow"):
+    with pytest.raises(ModelError, match="does not follow"):
         make_estimator(f"{__name__}:NotAnEstimator")
     assert make_estimator("ivsim.ai.estimators:LSChannelEstimator").name == "ls"
 
