@@ -71,7 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     core.add_argument("--duration", type=float, default=3600.0, help="simulated seconds")
     core.add_argument("--fps", type=float, default=1.0, help="frames per second per vehicle")
 
-    train = sub.add_parser("train", help="rebuild shipped weights (codecs) from the repo's data")
+    train = sub.add_parser("train", help="rebuild shipped weights (codecs, estimators) from the repo's own recipes")
     train_sub = train.add_subparsers(dest="train", required=True, parser_class=_Parser, metavar="WHAT")
     tc = train_sub.add_parser("codec", help="train a neural codec over AWGN; writes OUT/codec_<kind>.safetensors")
     tc.add_argument("--kind", required=True, choices=["ctcd", "deepjscc"])
@@ -85,6 +85,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="torch CPU threads (default 1: robust on shared cores, reproducible)"
     )
     tc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    te = train_sub.add_parser(
+        "estimator", help="train a scene's diffusion channel estimator; writes OUT/estimator_<scene>.safetensors"
+    )
+    te.add_argument("--scenario", required=True, help="scenario YAML that defines the scene and its profile")
+    te.add_argument("--scene", required=True, help="scene name in the scenario's `scenes`")
+    te.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000, the shipped recipe)")
+    te.add_argument("--batch", type=int, default=32, help="channels per step (default 32)")
+    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the repo's models/)")
+    te.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
+    te.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    te.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -237,7 +249,43 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    return {"codec": _cmd_train_codec}[args.train](args)
+    return {"codec": _cmd_train_codec, "estimator": _cmd_train_estimator}[args.train](args)
+
+
+def _cmd_train_estimator(args: argparse.Namespace) -> int:
+    """Train the diffusion estimator of one scene, at the carrier of the scenario's first base station."""
+    from ivsim.config.loader import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    if args.scene not in scenario.scenes:
+        allowed = ", ".join(scenario.scenes)
+        msg = f"{args.scenario}: --scene {args.scene!r} is not a scene of this scenario (allowed: {allowed})"
+        raise IvsimError(msg)
+    if args.threads < 1:
+        msg = f"--threads must be >= 1, got {args.threads}"
+        raise IvsimError(msg)
+    import torch
+
+    from ivsim.ai.estimator_train import train_estimator
+    from ivsim.ai.zoo import MODELS_DIR
+
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    scene = scenario.scenes[args.scene]
+    result = train_estimator(
+        scenario.profile_of(args.scene),
+        args.scene,
+        carrier_hz=scenario.base_stations[0].carrier_hz,
+        steps=args.steps,
+        batch_size=args.batch,
+        speed_range_mps=tuple(scene.speed_mps),
+        seed=args.seed,
+        out_dir=args.out if args.out is not None else MODELS_DIR,
+        resume=args.resume,
+        progress=not args.quiet,
+        num_threads=args.threads,
+    )
+    print(json.dumps(result, indent=2, default=str))
+    return 0
 
 
 def _cmd_train_codec(args: argparse.Namespace) -> int:

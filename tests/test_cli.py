@@ -198,3 +198,28 @@ def test_killed_run_leaves_readable_parts(tmp_path) -> None:
     assert len(df) > 0
     assert df["t_s"].is_monotonic_increasing
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
+
+
+def test_train_estimator_unknown_scene(capsys) -> None:
+    line = _one_line_error(capsys, main(["train", "estimator", "--scenario", str(DEFAULT), "--scene", "moon"]))
+    assert "--scene 'moon'" in line and "allowed: street_canyon, river_bridge, brooklyn_urban" in line
+
+
+def test_train_estimator_passes_the_scene_profile_speeds_and_carrier(monkeypatch, tmp_path, capsys) -> None:
+    import ivsim.ai.estimator_train as et
+
+    seen = {}
+
+    def fake_train(profile, scene, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.update(profile=profile, scene=scene, **kw)
+        return {"scene": scene}
+
+    monkeypatch.setattr(et, "train_estimator", fake_train)
+    code = main(["train", "estimator", "--scenario", str(DEFAULT), "--scene", "river_bridge", "--steps", "3",
+                 "--out", str(tmp_path), "-q"])  # fmt: skip
+    assert code == 0
+    assert seen["scene"] == "river_bridge" and seen["steps"] == 3
+    assert (seen["profile"].model, seen["profile"].los) == ("rma", True)
+    assert seen["speed_range_mps"] == (8.0, 20.0) and seen["carrier_hz"] == 3.5e9
+    assert seen["out_dir"] == str(tmp_path)
+    assert '"scene": "river_bridge"' in capsys.readouterr().out
