@@ -17,7 +17,7 @@ import os
 import platform
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,7 +64,6 @@ class RunSummary:
     frames_delivered: int = 0
     handovers: int = 0
     vehicles: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def realtime_factor(self) -> float:
@@ -150,7 +149,6 @@ class Simulation:
         self.scene_names: tuple[str, ...] = tuple(scenario.scenes)
         self.scene_map = SceneMap(self.roadmap, scenario.scene_rules, self.scene_names)
         self._scene_names_arr = np.asarray(self.scene_names, dtype=object)
-        self.fleet: list[Vehicle] = []
         self._ids: list[str] = []
         plans = self._plan_vehicles()
         # only now that every vehicle is routable: the log creates parts/, which would leave the run
@@ -168,7 +166,7 @@ class Simulation:
         self.scheduler = FrameScheduler(self)
         self.cloud = CloudNode(self)
         self.links = LinkBatcher(self.env, link_evaluator or make_link_evaluator(scenario.link))
-        self.fleet = [Vehicle(self, i, *plan) for i, plan in enumerate(plans)]
+        self.fleet: list[Vehicle] = [Vehicle(self, i, *plan) for i, plan in enumerate(plans)]
         self.status = "created"
         self._started = False
 
