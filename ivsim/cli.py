@@ -1,6 +1,6 @@
 """The ``ivsim`` command line.
 
-``ivsim run / validate / schema / report / bench / train``. Every user error
+``ivsim run / validate / schema / report / bench / train / eval``. Every user error
 (:class:`~ivsim.errors.IvsimError`, a bad flag) prints one line per problem on
 stderr and exits with code 2; Ctrl-C exits 130 after closing the log.
 """
@@ -50,6 +50,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="overwrite a non-empty run folder")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
+    run.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads of the neural link (default 1: on a shared 2-core box more threads run slower)",
+    )  # fmt: skip
 
     val = sub.add_parser("validate", help="check a scenario (and its map and routes) without running it")
     val.add_argument("scenario")
@@ -60,7 +64,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="draw a run's figures (map, per-vehicle timelines)")
     rep.add_argument("run_dir")
-    rep.add_argument("-o", "--output", metavar="DIR", help="where PNGs go (default RUN_DIR/figures)")
+    rep.add_argument(
+        "-o", "--output", metavar="DIR",
+        help="where the figures (and quality_by_scene.csv of a full-link run) go (default RUN_DIR/figures)",
+    )  # fmt: skip
     rep.add_argument("--vehicle", action="append", default=[], help="vehicle(s) for timelines (default: up to 4)")
 
     bench = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
@@ -70,6 +77,17 @@ def _build_parser() -> argparse.ArgumentParser:
     core.add_argument("--vehicles", type=int, default=1000)
     core.add_argument("--duration", type=float, default=3600.0, help="simulated seconds")
     core.add_argument("--fps", type=float, default=1.0, help="frames per second per vehicle")
+    bl = bench_sub.add_parser(
+        "link", help="neural link: batched vs one frame at a time, inside the simulator, and the full-rate cost"
+    )
+    bl.add_argument("--json", action="store_true", help="print one JSON object")
+    bl.add_argument("--vehicles", type=int, default=32, help="frames per batch and vehicles in the simulator run")
+    bl.add_argument("--single", type=int, default=16, help="frames sent one call each")
+    bl.add_argument("--codec", default="ctcd")
+    bl.add_argument("--estimator", default="diffusion")
+    bl.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bl.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    bl.add_argument("--write-profile", metavar="FILE", help="also measure a latency profile and write it to FILE")
 
     train = sub.add_parser("train", help="rebuild shipped weights (codecs, estimators) from the repo's own recipes")
     train_sub = train.add_subparsers(dest="train", required=True, parser_class=_Parser, metavar="WHAT")
@@ -97,6 +115,42 @@ def _build_parser() -> argparse.ArgumentParser:
     te.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
     te.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     te.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="evaluations of the neural link (codecs x channel estimators x scenes)")
+    ev_sub = ev.add_subparsers(dest="eval", required=True, parser_class=_Parser, metavar="WHAT")
+    el = ev_sub.add_parser(
+        "link",
+        help="PSNR/SSIM/NMSE vs SNR per codec, estimator and scene, and the 10 dB mismatch matrix; "
+        "writes DIR/link.csv, figures and tables.md",
+    )
+    el.add_argument("--codecs", default="ctcd,deepjscc,digital", help="comma list (default ctcd,deepjscc,digital)")
+    el.add_argument(
+        "--estimators", default="perfect,ls,lmmse,diffusion", help="comma list (default perfect,ls,lmmse,diffusion)"
+    )
+    el.add_argument(
+        "--snr", default="-5:20:5", help="SNRs in dB: inclusive START:STOP:STEP or a comma list (write --snr=-5:20:5)"
+    )
+    el.add_argument(
+        "--scenario",
+        dest="scenarios",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="scenario YAML(s) whose scenes are evaluated (default: the three shipped ones)",
+    )
+    el.add_argument("--scenes", default=None, help="comma list of scenes (default: every scene of the scenarios)")
+    el.add_argument("--image-size", default="72x128", metavar="HxW", help="frame size (default 72x128)")
+    el.add_argument("--frames", type=int, default=None, help="test frames (default all 8)")
+    el.add_argument("--realizations", type=int, default=1, help="channel realizations per frame (default 1)")
+    el.add_argument(
+        "--matrix-channels", type=int, default=64, help="channels per test scene of the mismatch matrix (0: none)"
+    )
+    el.add_argument("--seed", type=int, default=12345)
+    el.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default cpu")
+    el.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    el.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    el.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     return p
 
 
@@ -168,6 +222,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ivsim.sim.engine import Simulation
 
     scenario = load_scenario(args.scenario, overrides=args.overrides, seed=args.seed)
+    if scenario.link.fidelity == "full":
+        import torch
+
+        torch.set_num_threads(args.threads)  # process-wide, owned by this command
     run_dir = Path(args.output) if args.output else default_run_dir(scenario)
     try:
         sim = Simulation(scenario, run_dir=run_dir, force=args.force)
@@ -240,6 +298,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.bench == "core":
         result = bench_core(vehicles=args.vehicles, duration_s=args.duration, fps=args.fps, progress=not args.json)
+    else:
+        import torch
+
+        from ivsim.ai.bench_link import bench_link, measure_latency_profile
+
+        if args.vehicles < 1 or args.single < 1 or args.threads < 1:
+            msg = "--vehicles, --single and --threads must be >= 1"
+            raise IvsimError(msg)
+        torch.set_num_threads(args.threads)  # process-wide, owned by this command
+        if args.write_profile:
+            measure_latency_profile(args.write_profile, device=args.device)
+        result = bench_link(
+            vehicles=args.vehicles, single_frames=args.single, codec=args.codec, estimator=args.estimator,
+            device=args.device, progress=not args.json,
+        )  # fmt: skip
+        if args.write_profile:
+            result["profile_written"] = args.write_profile
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -312,6 +387,76 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    return {"link": _cmd_eval_link}[args.eval](args)
+
+
+def _comma_list(flag: str, text: str, allowed: Sequence[str], *, plugins: bool = False) -> list[str]:
+    """Split a comma list and check each item against ``allowed`` (and ``module:Class`` if ``plugins``)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed and not (plugins and ":" in t)]
+    if not items or bad:
+        what = f"unknown {', '.join(map(repr, bad))}" if bad else "empty list"
+        extra = ", or module:Class" if plugins else ""
+        msg = f"{flag} {text!r}: {what} (allowed: {', '.join(allowed)}{extra})"
+        raise IvsimError(msg)
+    return items
+
+
+def _cmd_eval_link(args: argparse.Namespace) -> int:
+    """Evaluate codecs x estimators x scenes over SNR; write link.csv, figures and tables.md."""
+    from ivsim.ai import link_eval as le
+    from ivsim.ai.codecs import CODECS
+
+    codecs = _comma_list("--codecs", args.codecs, list(CODECS), plugins=True)
+    estimators = _comma_list("--estimators", args.estimators, le.ESTIMATOR_KINDS)
+    try:
+        snrs = le.parse_snr_db(args.snr)
+    except ValueError as exc:
+        msg = f"--snr {args.snr!r}: {exc}"
+        raise IvsimError(msg) from None
+    try:
+        size = le.parse_image_size(args.image_size)
+    except ValueError as exc:
+        msg = f"--image-size {args.image_size!r}: {exc}"
+        raise IvsimError(msg) from None
+    for flag, value, low in (
+        ("--frames", args.frames, 1),
+        ("--realizations", args.realizations, 1),
+        ("--matrix-channels", args.matrix_channels, 0),
+        ("--threads", args.threads, 1),
+    ):
+        if value is not None and value < low:
+            msg = f"{flag} must be >= {low}, got {value}"
+            raise IvsimError(msg)
+    known = le.load_link_scenes(args.scenarios)
+    scenes = _comma_list("--scenes", args.scenes, list(known)) if args.scenes is not None else None
+    import torch
+
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    df = le.eval_link(
+        codecs,
+        estimators,
+        snr_db=snrs,
+        scenarios=args.scenarios,
+        scenes=scenes,
+        image_size=size,
+        frames=args.frames,
+        realizations=args.realizations,
+        matrix_channels=args.matrix_channels,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    for path in le.write_link_eval(df, args.output):
+        print(path)
+    if not args.quiet:
+        for check in le.link_checks(df):
+            verdict = {True: "PASS", False: "FAIL", None: "info"}[check["passed"]]
+            print(f"{verdict:>5}  {check['check']}: {check['detail']}")
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "validate": _cmd_validate,
@@ -319,6 +464,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "bench": _cmd_bench,
     "train": _cmd_train,
+    "eval": _cmd_eval,
 }
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 ``load_run`` turns a run directory into one pandas DataFrame with the dtypes of the
 declared event-log schema (:data:`ivsim.sim.eventlog.COLUMNS`); ``event_counts``,
-``summarize_run`` and ``scene_time`` summarise such a frame; ``plot_map`` and
-``plot_timeline`` draw it, and ``write_report`` writes a run's standard PNGs (``ivsim
-report``). Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, so
-nothing here touches pyplot's global state or the backend; matplotlib is imported only
-when a figure is drawn.
+``summarize_run``, ``scene_time``, ``quality_by_scene`` and ``quality_by_estimator_match``
+summarise such a frame; ``plot_map`` and ``plot_timeline`` draw it, and ``write_report``
+writes a run's standard PNGs and tables (``ivsim report``). Figures are built on
+``matplotlib.figure.Figure`` with an Agg canvas, so nothing here touches pyplot's global
+state or the backend; matplotlib is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ivsim.sim.eventlog import EVENTS_FILE, PARTS_DIR, log_files, read_table, ta
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from pandas.api.typing import DataFrameGroupBy
 
     from ivsim.config.schema import Scenario
     from ivsim.world import RoadMap, SceneMap
@@ -34,11 +35,14 @@ if TYPE_CHECKING:
 __all__ = [
     "MAP_MAX_TRACKS",
     "OSM_ATTRIBUTION",
+    "QUALITY_FILE",
     "REPORT_DPI",
     "event_counts",
     "load_run",
     "plot_map",
     "plot_timeline",
+    "quality_by_estimator_match",
+    "quality_by_scene",
     "scene_colors",
     "scene_time",
     "summarize_run",
@@ -49,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
 RESOLVED_SCENARIO_FILE = "scenario.resolved.yaml"
+
+#: The table of :func:`quality_by_scene` that :func:`write_report` writes for a full-link run.
+QUALITY_FILE = "quality_by_scene.csv"
 
 
 # ---------------------------------------------------------------------- loading
@@ -148,6 +155,10 @@ def summarize_run(df: pd.DataFrame) -> pd.DataFrame:
         ``delay_s_mean``, ``delay_s_p95``
             mean and 95th percentile end-to-end delay of the *delivered* frames, in s (NaN when
             none was delivered).
+        ``psnr_db_mean``
+            mean reconstruction PSNR in dB of the frames that have one (``link.fidelity: full``;
+            NaN for an analytic run, whose log carries no image quality). See
+            :func:`quality_by_scene` for the rest of the image and channel-estimation quality.
 
     Examples
     --------
@@ -165,6 +176,7 @@ def summarize_run(df: pd.DataFrame) -> pd.DataFrame:
             "snr_db": tx["snr_db"].to_numpy(dtype="float64"),
             "sinr_db": tx["sinr_db"].to_numpy(dtype="float64"),
             "delay_s": np.where(delivered, tx["delay_s"].to_numpy(dtype="float64", na_value=np.nan), np.nan),
+            "psnr_db": _float_column(tx, "psnr_db"),
         }
     )
     g = work.groupby("scene", sort=False)
@@ -182,6 +194,7 @@ def summarize_run(df: pd.DataFrame) -> pd.DataFrame:
     out["sinr_db_p5"] = g["sinr_db"].quantile(0.05)
     out["delay_s_mean"] = g["delay_s"].mean()
     out["delay_s_p95"] = g["delay_s"].quantile(0.95)
+    out["psnr_db_mean"] = g["psnr_db"].mean()
     out.index = pd.Index([str(s) for s in out.index], name="scene", dtype="object")
     return out[_SUMMARY_COLUMNS]
 
@@ -197,7 +210,183 @@ _SUMMARY_COLUMNS = [
     "sinr_db_p5",
     "delay_s_mean",
     "delay_s_p95",
+    "psnr_db_mean",
 ]
+
+
+def quality_by_scene(df: pd.DataFrame) -> pd.DataFrame:
+    """Image and channel-estimation quality of a full-link run per scene.
+
+    Only runs with ``link.fidelity: full`` log quality (``codec``, ``estimator``,
+    ``estimator_scene``, ``psnr_db``, ``ssim``, ``nmse_db`` on ``tx`` rows); an analytic
+    run's table is empty.
+
+    Parameters
+    ----------
+    df
+        A frame from :func:`load_run`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scene that has ``tx`` rows, indexed by ``scene`` in order of the first
+        frame sent in it (as :func:`summarize_run`), with columns
+
+        ``frames`` (``int64``), ``delivered_share`` (0..1)
+            ``tx`` rows in the scene and the share of them delivered.
+        ``quality_frames`` (``int64``)
+            frames with a PSNR; outage frames carry no image quality and are left out of
+            the means below.
+        ``psnr_db_mean``, ``psnr_db_median``, ``ssim_mean``
+            reconstruction PSNR (dB) and SSIM (0..1) of those frames.
+        ``nmse_db_mean``
+            arithmetic mean of the channel-estimation NMSE in dB (NaN with perfect CSI).
+        ``estimator``
+            the estimator kind(s) used, in order of first use, comma-separated.
+        ``estimator_scene``
+            the scene(s) the receivers' estimators were trained for, in order of first use,
+            each followed by `` (mismatched)`` when it is not this scene, e.g.
+            ``"street_canyon (mismatched)"`` on the bridge.
+        ``mismatched_share``
+            share of the frames decoded with an estimator of another scene (0..1).
+
+        No rows (the columns only) when no ``tx`` row carries quality.
+
+    See Also
+    --------
+    quality_by_estimator_match : the same means for matched vs mismatched estimators.
+
+    Examples
+    --------
+    >>> quality_by_scene(load_run("runs/demo")).round(2)  # doctest: +SKIP
+    """
+    work = _quality_rows(df)
+    if work.empty:
+        return pd.DataFrame(columns=_QUALITY_COLUMNS, index=pd.Index([], name="scene", dtype="object"))
+    g = work.groupby("scene", sort=False)
+    out = _quality_means(g)
+    out["estimator"] = g["estimator"].agg(_joined)
+    out["estimator_scene"] = [
+        _joined(sub["estimator_scene"], mismatched_from=str(scene)) for scene, sub in g
+    ]
+    out["mismatched_share"] = g["mismatched"].mean().astype("float64")
+    out.index = pd.Index([str(s) for s in out.index], name="scene", dtype="object")
+    return out[_QUALITY_COLUMNS]
+
+
+def quality_by_estimator_match(df: pd.DataFrame) -> pd.DataFrame:
+    """Image and channel-estimation quality of a full-link run, matched vs mismatched estimator.
+
+    A frame is *mismatched* when the receiver's channel estimator was trained for another
+    scene than the one the frame is sent in (``estimator_scene != scene``): a vehicle keeps
+    the estimator of the scene it departed in.
+
+    Parameters
+    ----------
+    df
+        A frame from :func:`load_run`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``matched`` and ``mismatched`` (those that occur, in that order), indexed by
+        ``estimator_match``, with columns ``frames``, ``delivered_share``, ``quality_frames``,
+        ``psnr_db_mean``, ``psnr_db_median``, ``ssim_mean``, ``nmse_db_mean`` as in
+        :func:`quality_by_scene`, and ``scenes`` (the scenes of those frames, in order of
+        first frame, comma-separated). Frames without an ``estimator_scene`` are left out;
+        no rows when no ``tx`` row carries quality.
+    """
+    columns = [*_QUALITY_MEAN_COLUMNS, "scenes"]
+    work = _quality_rows(df)
+    work = work.loc[work["estimator_scene"].notna()]
+    if work.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="estimator_match", dtype="object"))
+    work = work.assign(estimator_match=np.where(work["mismatched"].to_numpy(dtype=bool), "mismatched", "matched"))
+    g = work.groupby("estimator_match", sort=False)
+    out = _quality_means(g)
+    out["scenes"] = g["scene"].agg(_joined)
+    order = [m for m in ("matched", "mismatched") if m in out.index]
+    out = out.loc[order]
+    out.index = pd.Index(order, name="estimator_match", dtype="object")
+    return out[columns]
+
+
+_QUALITY_MEAN_COLUMNS = [
+    "frames",
+    "delivered_share",
+    "quality_frames",
+    "psnr_db_mean",
+    "psnr_db_median",
+    "ssim_mean",
+    "nmse_db_mean",
+]
+_QUALITY_COLUMNS = [*_QUALITY_MEAN_COLUMNS, "estimator", "estimator_scene", "mismatched_share"]
+_QUALITY_FIELDS = ("codec", "estimator", "estimator_scene", "psnr_db", "ssim", "nmse_db")
+
+
+def _quality_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``tx`` rows with a scene as plain columns; no rows unless some row carries quality."""
+    tx = df.loc[(df["event"] == "tx") & df["scene"].notna()]
+    fields = [c for c in _QUALITY_FIELDS if c in tx.columns]
+    if tx.empty or not fields or not tx[fields].notna().to_numpy().any():
+        return pd.DataFrame(columns=["scene", "delivered", "psnr_db", "ssim", "nmse_db", "estimator",
+                                     "estimator_scene", "mismatched"])  # fmt: skip
+    scene = tx["scene"].astype(str).to_numpy(dtype=object)
+    est_scene = _object_column(tx, "estimator_scene")
+    known = pd.notna(est_scene)
+    return pd.DataFrame(
+        {
+            "scene": scene,
+            "delivered": tx["delivered"].fillna(False).astype(bool).to_numpy(),
+            "psnr_db": _float_column(tx, "psnr_db"),
+            "ssim": _float_column(tx, "ssim"),
+            "nmse_db": _float_column(tx, "nmse_db"),
+            "estimator": _object_column(tx, "estimator"),
+            "estimator_scene": est_scene,
+            "mismatched": known & (est_scene.astype(str) != scene),
+        }
+    )
+
+
+def _quality_means(g: DataFrameGroupBy) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "frames": g.size().astype("int64"),
+            "delivered_share": g["delivered"].mean().astype("float64"),
+            "quality_frames": g["psnr_db"].count().astype("int64"),
+        }
+    )
+    out["psnr_db_mean"] = g["psnr_db"].mean()
+    out["psnr_db_median"] = g["psnr_db"].median()
+    out["ssim_mean"] = g["ssim"].mean()
+    out["nmse_db_mean"] = g["nmse_db"].mean()
+    return out
+
+
+def _joined(values: pd.Series, *, mismatched_from: str | None = None) -> str | None:
+    """Distinct non-null values in order of first occurrence, comma-separated (None if none).
+
+    With ``mismatched_from``, every value other than it gets a `` (mismatched)`` suffix.
+    """
+    names = [str(v) for v in dict.fromkeys(values.dropna())]
+    if mismatched_from is not None:
+        names = [n if n == mismatched_from else f"{n} (mismatched)" for n in names]
+    return ", ".join(names) if names else None
+
+
+def _float_column(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as ``float64`` with NaN for null; all NaN when the frame lacks it."""
+    if column not in df.columns:
+        return np.full(len(df), np.nan)
+    return df[column].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _object_column(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as Python objects with None for null; all None when the frame lacks it."""
+    if column not in df.columns:
+        return np.full(len(df), None, dtype=object)
+    col = df[column].astype("object")
+    return col.where(col.notna(), None).to_numpy(dtype=object)
 
 
 def scene_time(df: pd.DataFrame) -> pd.DataFrame:
@@ -440,12 +629,16 @@ def plot_timeline(
     ax: Sequence[Axes] | None = None,
     scenes: Sequence[str] | None = None,
 ) -> Figure:
-    """Draw one vehicle's scene, serving base station and SNR/SINR over time.
+    """Draw one vehicle's scene, serving base station, SNR/SINR and image quality over time.
 
-    Three panels share the time axis: the scene as coloured bands (from ``scene_enter``
-    rows), the serving base station as a step line (from ``tx`` rows' ``bs``; base
-    stations listed in order of first use), and the SNR and SINR of each frame in dB with
-    dropped frames marked. Dashed vertical lines mark the vehicle's handovers.
+    Panels share the time axis: the scene as coloured bands (from ``scene_enter`` rows),
+    the serving base station as a step line (from ``tx`` rows' ``bs``; base stations listed
+    in order of first use), and the SNR and SINR of each frame in dB with dropped frames
+    marked. When the vehicle's ``tx`` rows carry image quality (``link.fidelity: full``), a
+    fourth panel shows each frame's reconstruction PSNR (left axis, dB) and channel-estimation
+    NMSE (right axis, dB) over faint scene bands; frames decoded with an estimator trained
+    for another scene (``estimator_scene != scene``) have hollow markers, outage frames (no
+    image) a red cross at the bottom. Dashed vertical lines mark the vehicle's handovers.
 
     Parameters
     ----------
@@ -454,7 +647,12 @@ def plot_timeline(
     vehicle
         The vehicle id.
     ax
-        Three axes to draw into, top to bottom (they should share x); default a new figure.
+        Axes to draw into, top to bottom (they should share x); default a new figure with
+        three panels, or four when the vehicle's frames carry a PSNR. Pass three axes for the
+        scene, base-station and SNR panels only (the quality panel is then left out), or four
+        to add the quality panel (it says so when the log has no image quality); the
+        quality panel's NMSE axis is created on the fourth with ``twinx``, so the figure
+        then holds one more Axes.
     scenes
         Scene names in the order that fixes their colours (see :func:`scene_colors`);
         default the log's scene categories, so all timelines of a run agree. Pass
@@ -463,34 +661,39 @@ def plot_timeline(
     Returns
     -------
     matplotlib.figure.Figure
-        The figure holding the three panels.
+        The figure holding the panels.
 
     Raises
     ------
     OutputError
         If ``vehicle`` does not occur in the log.
+    ValueError
+        If ``ax`` holds neither three nor four axes.
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     _check_vehicles(df, [vehicle])
+    mine = df.loc[df["vehicle"].astype("object") == vehicle]
+    tx = mine.loc[mine["event"] == "tx"].sort_values(["t_s", "seq"], kind="stable")
+    has_quality = bool(len(tx)) and bool(np.isfinite(_float_column(tx, "psnr_db")).any())
     if ax is None:
-        fig = _new_figure(figsize=(11.5, 7.5))
-        axes = fig.subplots(3, 1, sharex=True, height_ratios=[0.55, 1.4, 2.4])
+        n_panels = 4 if has_quality else 3
+        fig = _new_figure(figsize=(11.5, 10.0) if has_quality else (11.5, 7.5))
+        axes = list(fig.subplots(n_panels, 1, sharex=True, height_ratios=[0.55, 1.4, 2.4, 2.4][:n_panels]))
     else:
         axes = list(ax)
-        if len(axes) != 3:
-            msg = f"plot_timeline needs three axes, got {len(axes)}"
+        if len(axes) not in (3, 4):
+            msg = f"plot_timeline needs three or four axes, got {len(axes)}"
             raise ValueError(msg)
         fig = axes[0].figure
-    ax_scene, ax_bs, ax_snr = axes
+    ax_scene, ax_bs, ax_snr = axes[:3]
+    ax_quality = axes[3] if len(axes) == 4 else None
     if scenes is None:
         cat = df["scene"].dtype
         scenes = list(cat.categories) if isinstance(cat, pd.CategoricalDtype) else sorted(_present(df, "scene"))
     colors = scene_colors([*scenes, *_present(df, "scene")])
 
-    mine = df.loc[df["vehicle"].astype("object") == vehicle]
-    tx = mine.loc[mine["event"] == "tx"].sort_values(["t_s", "seq"], kind="stable")
     ho_t = mine.loc[mine["event"] == "handover", "t_s"].to_numpy(dtype="float64")
     t0 = float(mine["t_s"].min()) if len(mine) else 0.0
     t1 = float(mine["t_s"].max()) if len(mine) else 1.0
@@ -550,20 +753,96 @@ def plot_timeline(
                            label=f"dropped frame\n({why})")  # fmt: skip
         ax_snr.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     ax_snr.axhline(0.0, color="0.5", lw=0.6, zorder=0)
-    ax_snr.set_ylabel("dB")
-    ax_snr.set_xlabel("simulated time t (s)")
+    ax_snr.set_ylabel("SNR, SINR (dB)" if ax_quality is not None else "dB")
     ax_snr.grid(True, lw=0.4, color="0.88")
+
+    # 4) image quality: PSNR and channel NMSE
+    if ax_quality is not None:
+        _draw_quality(ax_quality, tx if has_quality else tx.iloc[:0], iv, colors)
 
     for a in axes:
         for th in ho_t:
             a.axvline(th, color="0.35", lw=0.9, ls="--", alpha=0.7, zorder=1)
-    ax_snr.set_xlim(t0, t1 if t1 > t0 else t0 + 1.0)
+    axes[-1].set_xlabel("simulated time t (s)")
+    for a in axes:
+        a.set_xlim(t0, t1 if t1 > t0 else t0 + 1.0)
 
     name = _run_name(df)
     n_ok = int(tx["delivered"].fillna(False).astype(bool).sum()) if len(tx) else 0
-    fig.suptitle(f"{name}: vehicle {vehicle} - scene, serving base station, SNR/SINR "
-                 f"({n_ok}/{len(tx)} frames delivered, {len(ho_t)} handovers)", fontsize=11)  # fmt: skip
+    what = "scene, serving base station, SNR/SINR"
+    counts = f"{n_ok}/{len(tx)} frames delivered, {len(ho_t)} handovers"
+    if ax_quality is not None and has_quality:
+        what += ", image quality"
+        counts += f", mean PSNR {np.nanmean(_float_column(tx, 'psnr_db')):.1f} dB"
+    fig.suptitle(f"{name}: vehicle {vehicle} - {what} ({counts})", fontsize=11)
     return fig
+
+
+#: Colours of the quality panel: PSNR (left axis) and channel NMSE (right axis).
+_PSNR_COLOR = "#1a1a1a"
+_NMSE_COLOR = "#ad1457"
+
+
+def _draw_quality(ax: Axes, tx: pd.DataFrame, iv: pd.DataFrame, colors: dict[str, tuple]) -> None:
+    """The fourth timeline panel: PSNR per frame on ``ax``, channel NMSE on a twin right axis."""
+    from matplotlib.lines import Line2D
+    from matplotlib.transforms import offset_copy
+
+    for row in iv.itertuples(index=False):
+        ax.axvspan(row.start_s, row.end_s, color=colors.get(row.scene, _OTHER_COLOR), alpha=0.13, lw=0, zorder=0)
+    ax.set_ylabel("PSNR (dB)", color=_PSNR_COLOR)
+    ax.grid(True, lw=0.4, color="0.88")
+    ax_nmse = ax.twinx()
+    ax_nmse.set_ylabel("channel NMSE (dB)", color=_NMSE_COLOR)
+    ax_nmse.tick_params(axis="y", colors=_NMSE_COLOR)
+    ax_nmse.spines["right"].set_color(_NMSE_COLOR)
+    if tx.empty:
+        ax.set_yticks([])
+        ax_nmse.set_yticks([])
+        ax.text(0.5, 0.5, "no image quality in this log (analytic link)", transform=ax.transAxes, ha="center",
+                va="center", color="0.4")  # fmt: skip
+        return
+
+    t = tx["t_s"].to_numpy(dtype="float64")
+    psnr = _float_column(tx, "psnr_db")
+    nmse = _float_column(tx, "nmse_db")
+    scene = _object_column(tx, "scene")
+    est_scene = _object_column(tx, "estimator_scene")
+    mism = pd.notna(est_scene) & pd.notna(scene) & (est_scene.astype(str) != scene.astype(str))
+    many = len(t) > 400
+    ms = 2.6 if many else 4.2
+    for a, y, color, marker, zorder in ((ax, psnr, _PSNR_COLOR, "o", 4), (ax_nmse, nmse, _NMSE_COLOR, "s", 3)):
+        tp, yp = _break_gaps(t, y)
+        a.plot(tp, yp, color=color, lw=0.6, alpha=0.55, zorder=zorder)
+        a.plot(t[~mism], y[~mism], ls="none", marker=marker, ms=ms, color=color, zorder=zorder)
+        a.plot(t[mism], y[mism], ls="none", marker=marker, ms=ms, mfc="white", mec=color, mew=1.0, zorder=zorder)
+    if not np.isfinite(nmse).any():
+        ax_nmse.set_yticks([])
+        ax_nmse.set_ylabel("channel NMSE (perfect CSI: none)", color=_NMSE_COLOR)
+    outage = np.isnan(psnr)
+    if outage.any():
+        ax.scatter(t[outage], np.full(outage.sum(), 0.04), transform=ax.get_xaxis_transform(), marker="x", s=30,
+                   c="red", linewidths=1.3, zorder=5, clip_on=False)  # fmt: skip
+
+    codecs, estimators, trained = (
+        _joined(pd.Series(_object_column(tx, c))) for c in ("codec", "estimator", "estimator_scene")
+    )
+    about = ", ".join(p for p in (f"codec {codecs}" if codecs else "", f"estimator {estimators}" if estimators else "",
+                                  f"trained for {trained}" if trained else "") if p)  # fmt: skip
+    ax.set_title("reconstructed image PSNR and channel-estimation NMSE per frame" + (f" ({about})" if about else ""),
+                 fontsize=9.5, loc="left")  # fmt: skip
+    handles = [
+        Line2D([], [], color=_PSNR_COLOR, marker="o", ms=4.2, lw=0.6, label="PSNR (left axis)"),
+        Line2D([], [], color=_NMSE_COLOR, marker="s", ms=4.2, lw=0.6, label="channel NMSE\n(right axis)"),
+        Line2D([], [], color="0.3", marker="o", ms=4.2, mfc="white", mew=1.0, ls="none",
+               label=f"estimator mismatched\n({int(mism.sum())} of {len(t)} frames)"),
+    ]  # fmt: skip
+    if outage.any():
+        handles.append(Line2D([], [], marker="x", ms=6, mew=1.3, color="red", ls="none",
+                              label=f"outage, no image ({int(outage.sum())})"))  # fmt: skip
+    beside = offset_copy(ax.transAxes, fig=ax.figure, x=52, units="points")  # clear of the NMSE tick labels
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), bbox_transform=beside, fontsize=8,
+              frameon=False)  # fmt: skip
 
 
 def write_report(
@@ -572,24 +851,27 @@ def write_report(
     out_dir: str | Path | None = None,
     vehicles: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Draw a run's standard figures as PNG files.
+    """Draw a run's standard figures as PNG files, and its quality table as CSV.
 
-    Writes ``map.png`` (:func:`plot_map`) and one ``timeline_<vehicle>.png``
-    (:func:`plot_timeline`) per vehicle.
+    Writes ``map.png`` (:func:`plot_map`), one ``timeline_<vehicle>.png``
+    (:func:`plot_timeline`, with its image-quality panel for a full-link run) per vehicle,
+    and, when the log carries image quality (``link.fidelity: full``),
+    ``quality_by_scene.csv`` (:data:`QUALITY_FILE`: the table of :func:`quality_by_scene`,
+    scenes as the first column).
 
     Parameters
     ----------
     run_dir
         A run directory (with its event log and ``scenario.resolved.yaml``).
     out_dir
-        Where the PNGs go (created if needed); default ``run_dir/figures``.
+        Where the files go (created if needed); default ``run_dir/figures``.
     vehicles
         Vehicles to draw timelines for; default up to 4 with the most ``tx`` rows.
 
     Returns
     -------
     list of pathlib.Path
-        The files written, map first.
+        The files written: the map, the timelines, then ``quality_by_scene.csv`` if written.
 
     Raises
     ------
@@ -626,6 +908,9 @@ def write_report(
     for vehicle in vehicles:
         fig = plot_timeline(df, vehicle, scenes=list(scenario.scenes))
         written.append(_save(fig, out / f"timeline_{_safe_name(vehicle)}.png"))
+    quality = quality_by_scene(df)
+    if not quality.empty:
+        written.append(_save_csv(quality, out / QUALITY_FILE))
     return written
 
 
@@ -651,6 +936,16 @@ def _save(fig: Figure, path: Path) -> Path:
         fig.savefig(path, dpi=REPORT_DPI)
     except OSError as exc:
         msg = f"{path}: cannot write the figure ({exc.strerror or exc})"
+        raise OutputError(msg) from None
+    logger.info("wrote %s", path)
+    return path
+
+
+def _save_csv(table: pd.DataFrame, path: Path) -> Path:
+    try:
+        table.to_csv(path, float_format="%.6g")
+    except OSError as exc:
+        msg = f"{path}: cannot write the table ({exc.strerror or exc})"
         raise OutputError(msg) from None
     logger.info("wrote %s", path)
     return path

@@ -1,4 +1,4 @@
-"""ivsim.results: per-scene summaries, scene times, figures, write_report, the report CLI and analysis/basic_run.py."""
+"""ivsim.results on real runs: summaries, scene times, image quality, figures, write_report, CLI, basic_run.py."""
 
 from __future__ import annotations
 
@@ -15,18 +15,30 @@ from matplotlib.image import imread
 from ivsim.cli import main
 from ivsim.config.loader import load_scenario
 from ivsim.errors import OutputError
-from ivsim.results import load_run, plot_timeline, scene_time, summarize_run, write_report
+from ivsim.results import (
+    QUALITY_FILE,
+    load_run,
+    plot_timeline,
+    quality_by_estimator_match,
+    quality_by_scene,
+    scene_time,
+    summarize_run,
+    write_report,
+)
 from ivsim.sim.engine import Simulation
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DURATION_S = 120.0
+#: A short full-link run (every frame through the neural link): 10 small frames, LMMSE estimation.
+FULL = ["duration_s=20", "link.fidelity=full", "link.image_size=[32, 64]", "link.estimator.kind=lmmse"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default scenario cut to two minutes, run once for the whole module."""
-    sc = load_scenario(REPO / "scenarios" / "nyc_brooklyn_bridge.yaml", overrides=[f"duration_s={DURATION_S:g}"])
+    overrides = [f"duration_s={DURATION_S:g}", "link.fidelity=analytic", "traffic.fps=5"]
+    sc = load_scenario(REPO / "scenarios" / "nyc_brooklyn_bridge.yaml", overrides=overrides)
     run_dir = tmp_path_factory.mktemp("report") / "run"
     Simulation(sc, run_dir=run_dir).run()
     return run_dir
@@ -35,6 +47,22 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def df(run_dir: Path) -> pd.DataFrame:
     return load_run(run_dir)
+
+
+@pytest.fixture(scope="module")
+def full_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default scenario with the full neural link, cut to 20 s, small images, one torch thread."""
+    import torch
+
+    sc = load_scenario(REPO / "scenarios" / "nyc_brooklyn_bridge.yaml", overrides=FULL)
+    run_dir = tmp_path_factory.mktemp("report_full") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Simulation(sc, run_dir=run_dir).run()
+    finally:
+        torch.set_num_threads(before)
+    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +105,12 @@ def test_summarize_run_consistent_with_log(df: pd.DataFrame) -> None:
 def test_summarize_run_without_tx_rows(df: pd.DataFrame) -> None:
     empty = summarize_run(df[df["event"] != "tx"])
     assert empty.empty and "delivered_share" in empty.columns
+
+
+def test_analytic_run_has_no_quality(df: pd.DataFrame) -> None:
+    assert quality_by_scene(df).empty
+    assert quality_by_estimator_match(df).empty
+    assert summarize_run(df)["psnr_db_mean"].isna().all()
 
 
 def test_scene_time_consistent_with_log(df: pd.DataFrame) -> None:
@@ -133,6 +167,30 @@ def test_plot_timeline_has_three_panels(df: pd.DataFrame) -> None:
     assert len(fig.axes) == 3
     labels = {t.get_text() for t in fig.axes[1].get_yticklabels()}
     assert labels == {str(b) for b in df.loc[df["event"] == "tx", "bs"].dropna().unique()}
+
+
+def test_write_report_full_link_quality(full_run_dir: Path) -> None:
+    df = load_run(full_run_dir)
+    tx = df[df["event"] == "tx"]
+    assert tx["psnr_db"].notna().any()
+    quality = quality_by_scene(df)
+    assert int(quality["frames"].sum()) == len(tx)
+    assert (quality["estimator"] == "lmmse").all()
+    assert summarize_run(df)["psnr_db_mean"].tolist() == pytest.approx(quality["psnr_db_mean"].tolist())
+
+    paths = write_report(full_run_dir)
+    assert [p.name for p in paths] == ["map.png", "timeline_car1.png", QUALITY_FILE]
+    check_png(paths[1], min_w=1000, min_h=1000)  # four panels: taller than the analytic timeline
+    table = pd.read_csv(paths[2], index_col="scene")
+    assert table.index.tolist() == quality.index.tolist()
+    assert table.columns.tolist() == quality.columns.tolist()
+    assert table["frames"].tolist() == quality["frames"].tolist()
+    assert table["psnr_db_mean"].to_numpy() == pytest.approx(quality["psnr_db_mean"].to_numpy(), rel=1e-5)
+    assert table["estimator_scene"].tolist() == quality["estimator_scene"].tolist()
+
+    fig = plot_timeline(df, "car1")
+    assert len({a.get_subplotspec().rowspan.start for a in fig.axes}) == 4  # the quality panel (with a twin axis)
+    assert fig.axes[3].get_ylabel() == "PSNR (dB)"
 
 
 def test_cli_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""ivsim.results: load_run and event_counts."""
+"""ivsim.results: load_run, event_counts, and the image-quality tables and timeline panel on hand-built logs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from ivsim.errors import OutputError
-from ivsim.results import event_counts, load_run
+from ivsim.results import (
+    event_counts,
+    load_run,
+    plot_timeline,
+    quality_by_estimator_match,
+    quality_by_scene,
+    summarize_run,
+)
 from ivsim.sim.eventlog import CATEGORICAL, COLUMNS, EventLog
 
 
@@ -137,3 +144,147 @@ def test_event_counts(run_dir: Path) -> None:
     df = load_run(run_dir)
     assert event_counts(df[df.event == "tx"]).to_dict() == {"tx": 3}  # unused categories left out
     assert event_counts(df.iloc[:0]).empty
+
+
+# ---------------------------------------------------------------------- image quality (link.fidelity: full)
+
+#: Hand-built tx rows: (t_s, vehicle, scene, delivered, psnr_db, ssim, nmse_db, estimator, estimator_scene).
+#: v0 departs in the canyon and keeps its canyon estimator on the bridge (mismatched); the
+#: frame at t=2 is an outage (no image quality); v1 departs on the bridge (matched).
+QUALITY_TX = [
+    (0.0, "v0", "canyon", True, 20.0, 0.5, -10.0, "diffusion", "canyon"),
+    (1.0, "v0", "canyon", True, 30.0, 0.7, -20.0, "diffusion", "canyon"),
+    (2.0, "v0", "canyon", False, None, None, None, "diffusion", "canyon"),
+    (3.0, "v0", "bridge", True, 10.0, 0.2, -4.0, "diffusion", "canyon"),
+    (4.0, "v0", "bridge", True, 14.0, 0.4, -6.0, "diffusion", "canyon"),
+    (4.0, "v1", "bridge", True, 22.0, 0.6, -12.0, "lmmse", "bridge"),
+]
+
+
+def quality_log(*, with_quality: bool = True) -> pd.DataFrame:
+    """The rows of QUALITY_TX as a logged frame; without quality, as an analytic run logs them."""
+    log = EventLog(None, "quality")
+    log.log("vehicle_depart", 0.0, "v0", vehicle="v0", scene="canyon")
+    log.log("scene_enter", 0.0, "v0", vehicle="v0", scene="canyon")
+    for t_s, vehicle, scene, delivered, psnr, ssim, nmse, estimator, est_scene in QUALITY_TX:
+        if t_s == 3.0 and vehicle == "v0":
+            log.log("scene_enter", 2.5, "v0", vehicle="v0", scene="bridge")
+        if t_s == 4.0 and vehicle == "v1":
+            log.log("vehicle_depart", 4.0, "v1", vehicle="v1", scene="bridge")
+            log.log("scene_enter", 4.0, "v1", vehicle="v1", scene="bridge")
+        fields = {"vehicle": vehicle, "scene": scene, "bs": "bs0", "delivered": delivered, "snr_db": 10.0 + t_s,
+                  "sinr_db": 9.0 + t_s, "drop_reason": None if delivered else "outage"}  # fmt: skip
+        if with_quality:
+            fields |= {"codec": "ctcd", "estimator": estimator, "estimator_scene": est_scene, "psnr_db": psnr,
+                       "ssim": ssim, "nmse_db": nmse}  # fmt: skip
+        log.log("tx", t_s, vehicle, **fields)
+    log.close()
+    return log.to_pandas()
+
+
+def test_quality_by_scene_exact() -> None:
+    q = quality_by_scene(quality_log())
+    assert q.index.name == "scene"
+    assert q.index.tolist() == ["canyon", "bridge"]  # order of the first frame sent in the scene
+    assert q["frames"].tolist() == [3, 3] and q["frames"].dtype == np.int64
+    assert q["quality_frames"].tolist() == [2, 3]  # the outage frame has no PSNR
+    canyon, bridge = q.loc["canyon"], q.loc["bridge"]
+    assert canyon["delivered_share"] == pytest.approx(2 / 3)
+    assert canyon["psnr_db_mean"] == pytest.approx(25.0)
+    assert canyon["psnr_db_median"] == pytest.approx(25.0)
+    assert canyon["ssim_mean"] == pytest.approx(0.6)
+    assert canyon["nmse_db_mean"] == pytest.approx(-15.0)
+    assert canyon["estimator"] == "diffusion"
+    assert canyon["estimator_scene"] == "canyon"
+    assert canyon["mismatched_share"] == 0.0
+    assert bridge["delivered_share"] == 1.0
+    assert bridge["psnr_db_mean"] == pytest.approx(46.0 / 3)
+    assert bridge["psnr_db_median"] == pytest.approx(14.0)
+    assert bridge["ssim_mean"] == pytest.approx(0.4)
+    assert bridge["nmse_db_mean"] == pytest.approx(-22.0 / 3)
+    assert bridge["estimator"] == "diffusion, lmmse"
+    assert bridge["estimator_scene"] == "canyon (mismatched), bridge"
+    assert bridge["mismatched_share"] == pytest.approx(2 / 3)
+
+
+def test_quality_by_estimator_match_exact() -> None:
+    m = quality_by_estimator_match(quality_log())
+    assert m.index.name == "estimator_match"
+    assert m.index.tolist() == ["matched", "mismatched"]
+    assert m["frames"].tolist() == [4, 2]
+    assert m["quality_frames"].tolist() == [3, 2]
+    assert m["delivered_share"].tolist() == pytest.approx([0.75, 1.0])
+    assert m["psnr_db_mean"].tolist() == pytest.approx([24.0, 12.0])
+    assert m["psnr_db_median"].tolist() == pytest.approx([22.0, 12.0])
+    assert m["ssim_mean"].tolist() == pytest.approx([0.6, 0.3])
+    assert m["nmse_db_mean"].tolist() == pytest.approx([-14.0, -5.0])
+    assert m["scenes"].tolist() == ["canyon, bridge", "bridge"]
+    only_matched = quality_log()
+    only_matched = only_matched[~((only_matched["vehicle"] == "v0") & (only_matched["scene"] == "bridge"))]
+    assert quality_by_estimator_match(only_matched).index.tolist() == ["matched"]
+
+
+def test_quality_tables_empty_without_quality(run_dir: Path) -> None:
+    analytic = quality_log(with_quality=False)
+    for df in (analytic, load_run(run_dir), analytic.iloc[:0]):
+        q = quality_by_scene(df)
+        assert q.empty and q.index.name == "scene"
+        assert {"frames", "psnr_db_mean", "nmse_db_mean", "estimator_scene"} <= set(q.columns)
+        m = quality_by_estimator_match(df)
+        assert m.empty and "psnr_db_mean" in m.columns
+    assert summarize_run(analytic)["psnr_db_mean"].isna().all()
+
+
+def test_summarize_run_mean_psnr() -> None:
+    summary = summarize_run(quality_log())
+    assert summary["psnr_db_mean"].tolist() == pytest.approx([25.0, 46.0 / 3])
+
+
+def panels(fig: object) -> int:
+    """Subplot rows of a figure (a twinx axis shares its row)."""
+    return len({a.get_subplotspec().rowspan.start for a in fig.axes})
+
+
+def test_plot_timeline_quality_panel() -> None:
+    df = quality_log()
+    fig = plot_timeline(df, "v0")
+    assert panels(fig) == 4
+    assert len(fig.axes) == 5  # the quality panel's NMSE axis is a twin of the fourth
+    ax_q, ax_nmse = fig.axes[3], fig.axes[4]
+    assert ax_q.get_ylabel() == "PSNR (dB)"
+    assert ax_nmse.get_ylabel() == "channel NMSE (dB)"
+    assert ax_nmse.get_shared_x_axes().joined(ax_nmse, fig.axes[0])
+    legend = [t.get_text() for t in ax_q.get_legend().get_texts()]
+    assert any(text.startswith("estimator mismatched") for text in legend)
+    assert any(text.startswith("outage") for text in legend)
+    # hollow markers on exactly the frames sent on the bridge with the canyon's estimator
+    hollow = [ln for ln in ax_q.get_lines() if ln.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and hollow[0].get_xdata().tolist() == [3.0, 4.0]
+    assert hollow[0].get_ydata().tolist() == [10.0, 14.0]
+    fig.canvas.draw()  # lays out and renders without error
+
+    # the vehicle without mismatched frames still gets the panel; none of its markers is hollow
+    fig1 = plot_timeline(df, "v1")
+    assert panels(fig1) == 4
+    assert not [ln for ln in fig1.axes[3].get_lines() if ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]
+
+
+def test_plot_timeline_three_panels_without_quality() -> None:
+    fig = plot_timeline(quality_log(with_quality=False), "v0")
+    assert len(fig.axes) == 3 and panels(fig) == 3
+    assert fig.axes[2].get_xlabel() == "simulated time t (s)"
+
+
+def test_plot_timeline_given_axes() -> None:
+    from matplotlib.figure import Figure
+
+    df, analytic = quality_log(), quality_log(with_quality=False)
+    three = Figure(figsize=(8, 6)).subplots(3, 1, sharex=True)
+    fig = plot_timeline(df, "v0", ax=three)  # three axes: the quality panel is left out
+    assert len(fig.axes) == 3
+    four = Figure(figsize=(8, 8)).subplots(4, 1, sharex=True)
+    fig = plot_timeline(analytic, "v0", ax=four)  # four axes, no quality: the panel says so
+    assert len(fig.axes) == 5
+    assert any("no image quality" in t.get_text() for t in fig.axes[3].texts)
+    with pytest.raises(ValueError, match="three or four axes"):
+        plot_timeline(df, "v0", ax=four[:2])

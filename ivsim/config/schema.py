@@ -383,11 +383,82 @@ class TrafficSpec(Model):
     deadline_s: PositiveFloat = Field(0.1, description="A frame later than this is not delivered (100 ms bound).")
 
 
+LATENCY_PROFILES = ("cpu", "gpu_rtx4090_reported")
+"""Latency profiles shipped in models/ (``latency_<name>.yaml``)."""
+
+
+def _latency_ref(value: str, info: ValidationInfo) -> str:
+    """Keep a shipped profile name; resolve anything else as a path against the scenario's folder."""
+    return value if value in LATENCY_PROFILES else _resolve_path(value, info)
+
+
+LatencyProfileRef = Annotated[str, Field(min_length=1), AfterValidator(_latency_ref)]
+
+
+class GridModel(Model):
+    """The OFDM resource grid of the neural link (one grid = one slot of ``fft_size`` subcarriers)."""
+
+    num_ofdm_symbols: int = Field(14, ge=2, le=28)
+    fft_size: int = Field(72, ge=12, le=4096, description="Subcarriers per grid.")
+    subcarrier_spacing_hz: PositiveFloat = 30e3
+    pilot_ofdm_symbol_indices: tuple[int, ...] = Field((2, 11), min_length=1, description="Kronecker pilot symbols.")
+    num_rx_ant: int = Field(1, ge=1, le=8, description="Receive antennas (1 = SISO, N = SIMO 1xN).")
+
+    @model_validator(mode="after")
+    def _pilots_fit(self) -> GridModel:
+        idx = self.pilot_ofdm_symbol_indices
+        if len(set(idx)) != len(idx) or any(i < 0 or i >= self.num_ofdm_symbols for i in idx):
+            msg = f"pilot symbols must be distinct and in [0, {self.num_ofdm_symbols})"
+            raise ValueError(msg)
+        if len(idx) >= self.num_ofdm_symbols:
+            msg = "at least one OFDM symbol must carry data"
+            raise ValueError(msg)
+        return self
+
+
+class CodecModel(Model):
+    """The semantic codec of every frame (``ivsim.ai.codecs`` registry, or ``module:Class``)."""
+
+    kind: str = Field("ctcd", min_length=1, description="ctcd, deepjscc, digital, or package.module:Class.")
+    weights: ScenarioPath | None = Field(None, description="Safetensors file; default models/codec_<kind>.")
+
+
+class EstimatorModel(Model):
+    """The receivers' channel estimator (``ivsim.ai.estimators`` registry, or ``module:Class``)."""
+
+    kind: str = Field(
+        "diffusion", min_length=1, description="diffusion, lmmse, ls, perfect (genie CSI), or package.module:Class."
+    )
+    weights: dict[Name, ScenarioPath] = Field(
+        default_factory=dict,
+        description="Diffusion weights per scene; default models/estimator_<scene>.safetensors when its profile matches.",
+    )
+    num_inference_steps: int = Field(10, ge=1, le=1000, description="DDIM steps of the diffusion estimator.")
+    start: Literal["noise", "ls"] = Field("noise", description="DDIM from pure noise, or from the noised LS estimate.")
+
+
 class LinkSpec(Model):
     """How a frame's transmission is evaluated."""
 
     direction: Literal["downlink", "uplink"] = "downlink"
-    fidelity: Literal["analytic"] = "analytic"
+    fidelity: Literal["analytic", "full"] = Field(
+        "analytic", description="analytic: Shannon rate, no images; full: every frame through the neural link."
+    )
+    codec: CodecModel = CodecModel()
+    estimator: EstimatorModel = EstimatorModel()
+    latency: Literal["profile", "measured"] = Field(
+        "profile", description="Compute latency from a per-device timing profile, or the measured wall time."
+    )
+    latency_profile: LatencyProfileRef | None = Field(
+        None, description="cpu, gpu_rtx4090_reported, or a YAML file; default: the profile of the run's device."
+    )
+    batch_window_s: NonNegativeFloat = Field(0.0, description="Requests within this window share one batched call.")
+    image_size: tuple[Annotated[int, Field(ge=8, le=4096)], Annotated[int, Field(ge=8, le=4096)]] = Field(
+        (72, 128), description="[height, width] every frame is resized to."
+    )
+    images: ScenarioPath | None = Field(None, description="Folder of frames (PNG/JPEG); default the repo's data/images.")
+    channel_realizations: int = Field(1, ge=1, description="Independent channel draws per frame (block fading).")
+    grid: GridModel = GridModel()
     gap_db: NonNegativeFloat = Field(3.0, description="Shannon implementation gap.")
     max_spectral_efficiency: PositiveFloat = Field(
         7.4, description="Cap in bit/s/Hz (256-QAM, rate 0.93: TS 38.214 Table 5.1.3.1-2)."

@@ -133,12 +133,14 @@ class FrameScheduler:
         queue_s = np.maximum(0.0, self.busy_until_s[bs] - now)
         sinr_db, snr_db = sim.radio.sinr_db(idx, bs, uplink=uplink)
         n = len(idx)
+        evaluator = sim.links.evaluator
+        frame = table.frames_sent[idx].copy()
         batch = TxBatch(
             vehicle=idx,
             bs=bs,
             scene=table.scene[idx],
             uplink=np.full(n, uplink),
-            size_bits=np.full(n, traffic.frame_bits, dtype=np.int64),
+            size_bits=np.full(n, getattr(evaluator, "frame_bits", traffic.frame_bits), dtype=np.int64),
             bandwidth_hz=self.bandwidth_hz[bs] / k,
             queue_s=queue_s,
             sinr_db=sinr_db,
@@ -146,6 +148,9 @@ class FrameScheduler:
             speed_mps=table.speed_mps[idx],
             carrier_hz=self.carrier_hz[bs],
             deadline_s=np.full(n, traffic.deadline_s),
+            frame=frame,
+            # downlink: the vehicle's own estimator; uplink: the base station holds one for every scene
+            estimator_scene=table.scene[idx] if uplink else table.estimator_scene[idx],
         )
         result = yield sim.links.submit(batch)
 
@@ -163,18 +168,19 @@ class FrameScheduler:
         delivered[in_flight] = False
         reason[in_flight] = "in_flight"
 
-        frame = table.frames_sent[idx]
         table.frames_sent[idx] += 1
         self.frames += per_cell
         self.delivered += np.bincount(bs, weights=delivered, minlength=n_bs).astype(np.int64)
         x, y = table.positions(idx, now)
         lon, lat = sim.roadmap.to_lonlat(x, y)
         ids = sim.vehicle_ids_array()[idx]
+        scores = getattr(evaluator, "scores_images", False)
+        quality = {"psnr_db": result.psnr_db, "ssim": result.ssim, "nmse_db": result.nmse_db} if scores else {}
         sim.log.log_many(
             "tx", now, ids, vehicle=ids, bs=self.bs_ids[bs], direction="uplink" if uplink else "downlink",
             scene=sim.scene_names_array()[batch.scene], frame=frame, sinr_db=sinr_db, snr_db=snr_db,
             size_bits=batch.size_bits, bandwidth_hz=batch.bandwidth_hz, rate_bps=result.rate_bps, queue_s=queue_s,
             airtime_s=result.airtime_s, delay_s=result.delay_s, delivered=delivered, drop_reason=reason,
             x_m=x, y_m=y, lon=lon, lat=lat, speed_mps=batch.speed_mps,
-            **{name: result.extra[name] for name in result.extra},
+            **quality, **{name: result.extra[name] for name in result.extra},
         )  # fmt: skip

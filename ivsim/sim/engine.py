@@ -151,6 +151,9 @@ class Simulation:
         self._scene_names_arr = np.asarray(self.scene_names, dtype=object)
         self._ids: list[str] = []
         plans = self._plan_vehicles()
+        self.link_notes: list[str] = []
+        """Lines the link evaluator asked to put in the log (e.g. an estimator's fall-back), logged at start."""
+        evaluator = link_evaluator or make_link_evaluator(scenario, seed=self.rng.int_seed("link"), notes=self.link_notes)
         # only now that every vehicle is routable: the log creates parts/, which would leave the run
         # folder non-empty (and refused on the next try) if planning failed
         self.log = EventLog(
@@ -165,7 +168,7 @@ class Simulation:
         self.base_stations = [BaseStation(self, i, spec) for i, spec in enumerate(scenario.base_stations)]
         self.scheduler = FrameScheduler(self)
         self.cloud = CloudNode(self)
-        self.links = LinkBatcher(self.env, link_evaluator or make_link_evaluator(scenario.link))
+        self.links = LinkBatcher(self.env, evaluator, window_s=scenario.link.batch_window_s)
         self.fleet: list[Vehicle] = [Vehicle(self, i, *plan) for i, plan in enumerate(plans)]
         self.status = "created"
         self._started = False
@@ -274,6 +277,8 @@ class Simulation:
         if self._started:
             return
         self._started = True
+        for note in self.link_notes:
+            self.log.log("note", self.env.now, "link", message=note)
         for v in self.fleet:
             self.env.process(v.run())
         self.env.process(self.radio.run())
@@ -370,7 +375,7 @@ class Simulation:
             "python": platform.python_version(),
             "packages": versions,
             "platform": platform.platform(),
-            "device": {"requested": self.scenario.device, "used": "cpu"},
+            "device": {"requested": self.scenario.device, "used": str(getattr(self.links.evaluator, "device", "cpu"))},
             "link_evaluator": getattr(self.links.evaluator, "name", type(self.links.evaluator).__name__),
             "started_at": started_at.isoformat(timespec="seconds"),
             "wall_s": round(wall_s, 3),

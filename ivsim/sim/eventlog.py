@@ -46,7 +46,8 @@ column              unit       meaning                                          
 ``frame``           --         frame number of the vehicle, from 0              tx
 ``sinr_db``         dB         signal to interference plus noise ratio          tx
 ``snr_db``          dB         signal to noise ratio                            tx
-``size_bits``       bit        payload size                                     tx
+``size_bits``       bit        payload size (full link: the raw frame, 24 bit   tx
+                               per pixel)
 ``bandwidth_hz``    Hz         bandwidth granted to the transmission            tx
 ``rate_bps``        bit/s      achieved link rate                               tx
 ``queue_s``         s          time waiting for radio resources                 tx
@@ -60,7 +61,9 @@ column              unit       meaning                                          
 ``estimator_scene`` --         scene the estimator was trained/refined for      tx, refinement events
 ``psnr_db``         dB         reconstruction PSNR                              tx
 ``ssim``            --         reconstruction SSIM, 0..1                        tx
-``nmse_db``         dB         channel-estimation NMSE                          tx, refinement events
+``nmse_db``         dB         channel-estimation NMSE (null for perfect CSI)   tx, refinement events
+``symbols``         --         complex channel symbols of the frame (codec)     tx (full link)
+``compute_s``       s          encode + estimate + equalize + decode latency    tx (full link)
 ``job_id``          --         cloud job id (free text, not categorical)        job_*
 ``job_kind``        --         kind of cloud job                                job_*
 ``wait_s``          s          time the job waited in the cloud queue           job_start, job_done
@@ -148,6 +151,8 @@ COLUMNS: dict[str, pa.DataType] = {
     "psnr_db": _F,
     "ssim": _F,
     "nmse_db": _F,
+    "symbols": _I,
+    "compute_s": _F,
     "job_id": _S,
     "job_kind": _S,
     "wait_s": _F,

@@ -22,7 +22,7 @@ import numpy as np
 if TYPE_CHECKING:
     import simpy
 
-    from ivsim.config.schema import LinkSpec
+    from ivsim.config.schema import LinkSpec, Scenario
 
 __all__ = ["AnalyticLinkEvaluator", "LinkBatcher", "LinkEvaluator", "TxBatch", "TxResult", "make_link_evaluator"]
 
@@ -49,6 +49,10 @@ class TxBatch:
         Vehicle speed and the serving carrier (for channel models).
     deadline_s
         Latest acceptable end-to-end delay.
+    frame
+        Frame number of each vehicle (which image it carries, for evaluators that send images).
+    estimator_scene
+        Scene whose channel estimator the receiver holds (-1: none).
     """
 
     vehicle: np.ndarray
@@ -63,13 +67,15 @@ class TxBatch:
     speed_mps: np.ndarray
     carrier_hz: np.ndarray
     deadline_s: np.ndarray
+    frame: np.ndarray | None = None
+    estimator_scene: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.vehicle)
 
     def take(self, sl: slice) -> TxBatch:
         """Return the entries ``sl`` as a new batch."""
-        return TxBatch(**{k: v[sl] for k, v in self.__dict__.items()})
+        return TxBatch(**{k: None if v is None else v[sl] for k, v in self.__dict__.items()})
 
     @staticmethod
     def concat(batches: list[TxBatch]) -> TxBatch:
@@ -77,7 +83,12 @@ class TxBatch:
         if len(batches) == 1:
             return batches[0]
         keys = batches[0].__dict__.keys()
-        return TxBatch(**{k: np.concatenate([b.__dict__[k] for b in batches]) for k in keys})
+        return TxBatch(
+            **{
+                k: None if any(b.__dict__[k] is None for b in batches) else np.concatenate([b.__dict__[k] for b in batches])
+                for k in keys
+            }
+        )
 
 
 @dataclass
@@ -161,11 +172,22 @@ class AnalyticLinkEvaluator:
         )
 
 
-def make_link_evaluator(spec: LinkSpec) -> LinkEvaluator:
-    """Return the evaluator for ``link.fidelity``."""
+def make_link_evaluator(scenario: Scenario, *, seed: int, notes: list[str] | None = None) -> LinkEvaluator:
+    """Return the evaluator for ``link.fidelity``.
+
+    ``analytic`` is :class:`AnalyticLinkEvaluator`; ``full`` is
+    :class:`ivsim.ai.neural_link.NeuralLinkEvaluator` (imported here, on demand, so
+    that the simulation itself never imports torch). ``seed`` seeds its channels
+    and noise; lines it wants in the run's log are appended to ``notes``.
+    """
+    spec = scenario.link
     if spec.fidelity == "analytic":
         return AnalyticLinkEvaluator(spec)
-    msg = f"unknown link fidelity {spec.fidelity!r} (allowed: analytic)"
+    if spec.fidelity == "full":
+        from ivsim.ai.neural_link import NeuralLinkEvaluator
+
+        return NeuralLinkEvaluator(scenario, seed=seed, notes=notes)
+    msg = f"unknown link fidelity {spec.fidelity!r} (allowed: analytic, full)"
     raise ValueError(msg)
 
 

@@ -86,6 +86,7 @@ class VehicleTable:
         self.scene = np.zeros(n, dtype=np.int16)
         self.serving = np.full(n, -1, dtype=np.int32)  # serving base station, -1 = none
         self.frames_sent = np.zeros(n, dtype=np.int64)
+        self.estimator_scene = np.full(n, -1, dtype=np.int16)  # scene of the channel estimator held, -1 = none yet
         self.store = PolylineStore()
         # positions of the current instant, shared by every reader at that instant (a vehicle's position is
         # continuous, so entering a stretch or departing again from its arrival node does not change it)

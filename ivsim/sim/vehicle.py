@@ -108,6 +108,8 @@ class Vehicle:
         stretches = self._stretches(route)
         start_m, end_m, speed, scene = stretches[0]
         table.enter_edge(i, env.now, start_m, end_m, speed, scene)
+        if table.estimator_scene[i] < 0:  # a vehicle holds the estimator of the scene it first departs in
+            table.estimator_scene[i] = scene
         bs = sim.radio.attach(i, env.now)
         x, y = float(route.xy[0, 0]), float(route.xy[0, 1])
         lon, lat = sim.roadmap.to_lonlat(x, y)

@@ -80,7 +80,7 @@ def test_frozen(scenario: Scenario) -> None:
 
 def test_small_parts_are_hashable(scenario: Scenario) -> None:
     assert hash(scenario.traffic) == hash(Scenario.model_validate(data()).traffic)
-    assert len({scenario.link, scenario.link.model_copy()}) == 1
+    assert len({scenario.radio, scenario.radio.model_copy()}) == 1
 
 
 def test_scenario_hash_stable_and_sensitive(scenario: Scenario) -> None:

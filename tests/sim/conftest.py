@@ -23,6 +23,8 @@ from ivsim.world import RoadMap, load_map
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "scenarios"
 DEFAULT_SCENARIO = SCENARIOS / "nyc_brooklyn_bridge.yaml"
+ANALYTIC = ("link.fidelity=analytic", "traffic.fps=5")
+"""Overrides that turn the default scenario into the analytic-link run the sim tests were written for (fast)."""
 
 CRS = "EPSG:32618"
 X0_M = 583_500.0
@@ -40,8 +42,8 @@ def nyc_map() -> RoadMap:
 
 @pytest.fixture
 def default_scenario() -> Scenario:
-    """The shipped default scenario."""
-    return load_scenario(DEFAULT_SCENARIO)
+    """The shipped default scenario with the analytic link at 5 fps (see :data:`ANALYTIC`)."""
+    return load_scenario(DEFAULT_SCENARIO, overrides=ANALYTIC)
 
 
 # ---------------------------------------------------------------------- synthetic maps

@@ -19,7 +19,7 @@ from ivsim.sim.engine import Simulation, prepare_run_dir
 from ivsim.sim.links import AnalyticLinkEvaluator, TxBatch, TxResult
 from ivsim.world import RoadMap
 
-from .conftest import DEFAULT_SCENARIO, bs_at, distance_to_polyline, expected_xy, make_scenario
+from .conftest import ANALYTIC, DEFAULT_SCENARIO, bs_at, distance_to_polyline, expected_xy, make_scenario
 
 # ---------------------------------------------------------------------- the default scenario
 
@@ -27,7 +27,7 @@ from .conftest import DEFAULT_SCENARIO, bs_at, distance_to_polyline, expected_xy
 @pytest.fixture(scope="module")
 def default_run(nyc_map: RoadMap) -> tuple[Simulation, pd.DataFrame]:
     """The shipped scenario, run to the end once, in memory."""
-    sim = Simulation(load_scenario(DEFAULT_SCENARIO), roadmap=nyc_map)
+    sim = Simulation(load_scenario(DEFAULT_SCENARIO, overrides=ANALYTIC), roadmap=nyc_map)
     summary = sim.run()
     assert summary.status == "complete"
     return sim, sim.log.to_pandas()
@@ -51,7 +51,7 @@ def test_default_scenario_runs(default_run: tuple[Simulation, pd.DataFrame]) -> 
 
 
 def test_default_scenario_runs_shortened(nyc_map: RoadMap) -> None:
-    scenario = load_scenario(DEFAULT_SCENARIO, overrides=["duration_s=30", "traffic.fps=2"])
+    scenario = load_scenario(DEFAULT_SCENARIO, overrides=[*ANALYTIC, "duration_s=30", "traffic.fps=2"])
     sim = Simulation(scenario, roadmap=nyc_map)
     summary = sim.run()
     df = sim.log.to_pandas()
@@ -134,7 +134,7 @@ def _along(route: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _short(nyc_map: RoadMap, *overrides: str, run_id: str | None = None) -> pd.DataFrame:
-    scenario = load_scenario(DEFAULT_SCENARIO, overrides=["duration_s=60", *overrides])
+    scenario = load_scenario(DEFAULT_SCENARIO, overrides=[*ANALYTIC, "duration_s=60", *overrides])
     sim = Simulation(scenario, roadmap=nyc_map, run_id=run_id)
     sim.run()
     return sim.log.to_pandas()
@@ -281,7 +281,7 @@ def test_departures_uniform(grid_roadmap: RoadMap) -> None:
 
 
 def _short_scenario(*overrides: str) -> Scenario:
-    return load_scenario(DEFAULT_SCENARIO, overrides=["duration_s=20", *overrides])
+    return load_scenario(DEFAULT_SCENARIO, overrides=[*ANALYTIC, "duration_s=20", *overrides])
 
 
 def test_run_dir_outputs(nyc_map: RoadMap, tmp_path: Path) -> None:

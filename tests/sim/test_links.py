@@ -104,8 +104,8 @@ def test_deadline_drop() -> None:
     assert list(res.drop_reason) == [None, None, "deadline", None]
 
 
-def test_make_link_evaluator() -> None:
-    assert isinstance(make_link_evaluator(LinkSpec()), AnalyticLinkEvaluator)
+def test_make_link_evaluator(default_scenario) -> None:  # noqa: ANN001
+    assert isinstance(make_link_evaluator(default_scenario, seed=0), AnalyticLinkEvaluator)
 
 
 def test_take_and_concat_round_trip() -> None:
