@@ -5,19 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from ivsim.ai.latency import load_latency_profile
 from ivsim.cli import main
 from ivsim.errors import ModelError
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_bench_link_small_runs_and_reports_ratios(capsys) -> None:

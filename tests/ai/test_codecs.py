@@ -41,14 +41,6 @@ class TinyCodec:
         return torch.nn.functional.interpolate(x, size=(h, w)).clamp(0, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on shared 2-core machines, intra-op threads fight other processes (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def test_frames() -> torch.Tensor:

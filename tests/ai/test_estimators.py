@@ -28,14 +28,6 @@ UMA_NLOS = SystemLevelProfile(model="uma", los=False)
 TINY = {"block_out_channels": (8, 16, 16), "norm_num_groups": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> object:
-    """One intra-op thread (Sionna's small batched kernels crawl with two on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def grid() -> GridSpec:

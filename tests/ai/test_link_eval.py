@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from ivsim.ai.estimators import CovarianceCache, estimator_weights_path
 from ivsim.ai.link_eval import (
@@ -34,14 +33,6 @@ SMALL = {
     "matrix_channels": 4,
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> object:
-    """One intra-op thread (module scope: the module fixtures below run torch too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

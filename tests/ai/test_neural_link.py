@@ -25,13 +25,6 @@ SMALL = ["link.image_size=[32, 64]"]  # 2 patches, 1,024 symbols, 2 OFDM grids p
 FAST = ["duration_s=30", "traffic.fps=1", *SMALL]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def nyc_map():  # noqa: ANN201
@@ -135,7 +128,9 @@ def test_outage_and_lost_frames() -> None:
     assert list(res.drop_reason) == ["outage", "decode", "decode", "decode"]
     assert not res.delivered.any()
     assert np.isnan(res.psnr_db[0]) and res.extra["symbols"][0] == 0
-    good = evaluator(*digital).evaluate(batch(2, sinr_db=25.0))
+    clear = batch(2, sinr_db=25.0)
+    clear.deadline_s[:] = 1.0  # LDPC decoding of 6,144 symbols takes ~0.2 s in the latency profile
+    good = evaluator(*digital).evaluate(clear)
     assert good.delivered.all() and (good.psnr_db > 25).all()
 
 
