@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from ivsim.errors import ScenarioError
+from ivsim.registry import resolve_kind
+
 if TYPE_CHECKING:
     import simpy
 
@@ -172,21 +175,24 @@ class AnalyticLinkEvaluator:
         )
 
 
+FULL_EVALUATOR = "ivsim.ai.neural_link:NeuralLinkEvaluator"
+"""The evaluator of ``link.fidelity: full`` (it follows :class:`LinkEvaluator`)."""
+
+
 def make_link_evaluator(scenario: Scenario, *, seed: int, notes: list[str] | None = None) -> LinkEvaluator:
     """Return the evaluator for ``link.fidelity``.
 
     ``analytic`` is :class:`AnalyticLinkEvaluator`; ``full`` is
-    :class:`ivsim.ai.neural_link.NeuralLinkEvaluator` (imported here, on demand, so
-    that the simulation itself never imports torch). ``seed`` seeds its channels
-    and noise; lines it wants in the run's log are appended to ``notes``.
+    :data:`FULL_EVALUATOR`, imported by name on demand (the registry pattern), so
+    that the simulation itself never imports torch or the neural side. ``seed`` seeds
+    its channels and noise; lines it wants in the run's log are appended to ``notes``.
     """
     spec = scenario.link
     if spec.fidelity == "analytic":
         return AnalyticLinkEvaluator(spec)
     if spec.fidelity == "full":
-        from ivsim.ai.neural_link import NeuralLinkEvaluator
-
-        return NeuralLinkEvaluator(scenario, seed=seed, notes=notes)
+        cls = resolve_kind(FULL_EVALUATOR, {}, what="link evaluator", error=ScenarioError)
+        return cls(scenario, seed=seed, notes=notes)
     msg = f"unknown link fidelity {spec.fidelity!r} (allowed: analytic, full)"
     raise ValueError(msg)
 
