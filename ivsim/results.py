@@ -679,7 +679,7 @@ def plot_timeline(
     has_quality = bool(len(tx)) and bool(np.isfinite(_float_column(tx, "psnr_db")).any())
     if ax is None:
         n_panels = 4 if has_quality else 3
-        fig = _new_figure(figsize=(11.5, 10.0) if has_quality else (11.5, 7.5))
+        fig = new_figure(figsize=(11.5, 10.0) if has_quality else (11.5, 7.5))
         axes = list(fig.subplots(n_panels, 1, sharex=True, height_ratios=[0.55, 1.4, 2.4, 2.4][:n_panels]))
     else:
         axes = list(ax)
@@ -914,12 +914,12 @@ def write_report(
     return written
 
 
-def _new_figure(*, figsize: tuple[float, float]) -> Figure:
+def new_figure(*, figsize: tuple[float, float], dpi: int = REPORT_DPI) -> Figure:
     """A figure with an Agg canvas and constrained layout, outside pyplot's state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, dpi=REPORT_DPI, layout="constrained")
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -927,7 +927,7 @@ def _new_figure(*, figsize: tuple[float, float]) -> Figure:
 def _figure_axes(ax: Axes | None, *, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
-    fig = _new_figure(figsize=figsize)
+    fig = new_figure(figsize=figsize)
     return fig, fig.add_subplot()
 
 

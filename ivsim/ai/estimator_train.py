@@ -61,11 +61,11 @@ ERR_SNR_DB = tuple(float(s) for s in range(-10, 35, 5))
 
 
 def _qpsk(batch: int, n: int, generator: torch.Generator) -> torch.Tensor:
-    bits = torch.randint(0, 2, (2, batch, n), generator=generator).to(torch.float32)
+    bits = torch.randint(0, 2, (2, batch, n), generator=generator, device=generator.device).to(torch.float32)
     return torch.complex(1 - 2 * bits[0], 1 - 2 * bits[1]) / math.sqrt(2.0)
 
 
-def _received(
+def received_qpsk(
     h: torch.Tensor, snr_db: torch.Tensor | float, mapper: OfdmMapper, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y, no)`` of random QPSK data through ``h [B, n_rx, n_sym, n_sc]`` at ``snr_db``."""
@@ -148,7 +148,7 @@ def _err_table(
     mse, nm = [], {}
     h = sampler.sample(n, speed_mps=speed_range_mps, generator=generator)
     for snr in ERR_SNR_DB:
-        y, no = _received(h, snr, mapper, generator)
+        y, no = received_qpsk(h, snr, mapper, generator)
         h_hat, _ = est.estimate(y, no, generator=torch.Generator().manual_seed(1))
         mse.append(float((h_hat - h).abs().pow(2).mean()))
         nm[snr] = float(nmse_db(h_hat, h))
@@ -315,7 +315,7 @@ def train_estimator(
                     oldest = (oldest + k) % pool_size
                 h = pool[torch.randint(0, pool_size, (batch_size,), generator=gen)]
                 snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen)
-                y, no = _received(h, snr, mapper, gen)
+                y, no = received_qpsk(h, snr, mapper, gen)
                 h_ls, _ = ls(y, no)
                 x0 = to_planes(h, padded)
                 cond = condition(h_ls, no, padded)
@@ -361,7 +361,7 @@ def train_estimator(
         net.err_snr_db.copy_(torch.tensor(ERR_SNR_DB))
         net.err_mse.copy_(mse)
         h = sampler.sample(eval_n, speed_mps=speed_range_mps, generator=eval_gen)
-        y, no = _received(h, 10.0, mapper, eval_gen)
+        y, no = received_qpsk(h, 10.0, mapper, eval_gen)
         ref = float(nmse_db(est.estimate(y, no, generator=torch.Generator().manual_seed(2))[0], h))
         full = {k: v.clone() for k, v in net.state_dict().items()}
         with torch.no_grad():
@@ -483,7 +483,7 @@ def eval_estimators(
                 grid, profile=tprof, scene=tname, carrier_hz=carrier_hz, speed_range_mps=tspeeds, cache=cache
             )
         for snr in snr_db:
-            y, no = _received(h, float(snr), mapper, gen)
+            y, no = received_qpsk(h, float(snr), mapper, gen)
             for ename, est in here.items():
                 if ename == "diffusion":
                     h_hat, _ = est.estimate(y, no, generator=torch.Generator().manual_seed(seed))

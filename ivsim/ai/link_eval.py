@@ -266,16 +266,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        msg = "device 'cuda' asked for but torch sees no CUDA GPU (use cpu or auto)"
-        raise ModelError(msg)
-    return dev
-
-
 def _derive(seed: int, *parts: str) -> int:
     """A 63-bit seed from ``seed`` and names (stable across runs and scene selections)."""
     tag = zlib.crc32("|".join(parts).encode())
@@ -417,8 +407,10 @@ def eval_link(
     from ivsim.ai.codecs import CODECS, make_codec
     from ivsim.ai.estimators import CovarianceCache, estimator_weights_path, make_estimator
     from ivsim.ai.images import DEFAULT_IMAGES, ImageFolder
+    from ivsim.ai.estimator_train import received_qpsk
     from ivsim.ai.link import PERFECT, ChannelBank, LinkChain
-    from ivsim.phy import GridSpec, OfdmMapper, apply_channel, nmse_db
+    from ivsim.ai.neural_link import resolve_device
+    from ivsim.phy import GridSpec, OfdmMapper, nmse_db
 
     codecs = list(dict.fromkeys(codecs))
     estimators = list(dict.fromkeys(estimators))
@@ -437,7 +429,7 @@ def eval_link(
     if realizations < 1 or matrix_channels < 0:
         msg = f"realizations must be >= 1 and matrix_channels >= 0, got {realizations} and {matrix_channels}"
         raise IvsimError(msg)
-    dev = _device(device)
+    dev = resolve_device(str(device))
     all_scenes = load_link_scenes(scenarios)
     if scenes:
         unknown = [s for s in scenes if s not in all_scenes]
@@ -571,9 +563,7 @@ def eval_link(
                 )
                 h = bank.draw([sc.profile] * m, np.full(m, sc.carrier_hz), speeds, realizations=1, generator=gen)
                 h = h[:, 0]
-                bits = torch.randint(0, 2, (2, m, grid.num_data_symbols), generator=gen, device=dev)
-                x = torch.complex(1.0 - 2.0 * bits[0].float(), 1.0 - 2.0 * bits[1].float()) / math.sqrt(2.0)
-                y, no = apply_channel(mapper.map(x), h, MATRIX_SNR_DB, generator=gen)
+                y, no = received_qpsk(h, MATRIX_SNR_DB, mapper, gen)
                 runs: list[tuple[str, str, Any]] = []
                 if "ls" in matrix_est:
                     runs.append(("ls", tname, ls))
@@ -998,12 +988,9 @@ def format_tables(df: pd.DataFrame) -> str:
 
 
 def _new_figure(figsize: tuple[float, float]) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ivsim.results import new_figure
 
-    fig = Figure(figsize=figsize, dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(figsize=figsize, dpi=120)
 
 
 def _quality_figure(df: pd.DataFrame, metric: str, path: Path) -> Path:

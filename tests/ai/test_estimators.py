@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ivsim.ai import zoo
-from ivsim.ai.estimator_train import _received, train_estimator
+from ivsim.ai.estimator_train import received_qpsk, train_estimator
 from ivsim.ai.estimators import (
     ESTIMATORS,
     ChannelEstimator,
@@ -42,7 +42,7 @@ def channels(grid: GridSpec) -> torch.Tensor:
 
 
 def received(h: torch.Tensor, snr_db: float, grid: GridSpec, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    return _received(h, snr_db, OfdmMapper(grid), torch.Generator().manual_seed(seed))
+    return received_qpsk(h, snr_db, OfdmMapper(grid), torch.Generator().manual_seed(seed))
 
 
 def tiny(grid: GridSpec, **kw: object) -> DiffusionChannelEstimator:
