@@ -89,6 +89,47 @@ def _build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     bl.add_argument("--write-profile", metavar="FILE", help="also measure a latency profile and write it to FILE")
 
+    br = bench_sub.add_parser(
+        "refine", help="refinement compute: large-model generation per sample, LoRA fine-tuning per step, adapter bytes"
+    )
+    br.add_argument("--json", action="store_true", help="print one JSON object")
+    br.add_argument("--samples", type=int, default=256, help="generated samples timed (and a quarter of it)")
+    br.add_argument("--steps", type=int, default=20, help="fine-tuning steps timed (and twice as many)")
+    br.add_argument("--rank", type=int, default=8, help="LoRA rank (adapter bytes at rank and 2 x rank)")
+    br.add_argument("--repeats", type=int, default=3, help="median of this many timings")
+    br.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    br.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    br.add_argument("--large-model", metavar="FILE", help="large-model weights (default models/large_model.safetensors)")
+    br.add_argument(
+        "--write-profile", metavar="FILE",
+        help="write the timings as the `refine` section of latency profile FILE (other sections are kept)",
+    )  # fmt: skip
+
+    rf = sub.add_parser(
+        "refine",
+        help="one refinement outside the simulation: budget, and NMSE/PSNR/SSIM before, after and oracle",
+    )
+    rf.add_argument("--from", dest="from_scene", required=True, metavar="SCENE_A", help="scene of the base estimator")
+    rf.add_argument("--to", dest="to_scene", required=True, metavar="SCENE_B", help="target scene")
+    rf.add_argument(
+        "--scenario", default=None, help="scenario YAML that defines the scenes (default the shipped default scenario)"
+    )
+    rf.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    rf.add_argument("--samples", type=int, default=None, help="N generated channels (default refinement.samples)")
+    rf.add_argument("--steps", type=int, default=None, help="K fine-tuning steps (default refinement.steps)")
+    rf.add_argument("--rank", type=int, default=None, help="LoRA rank (default refinement.lora_rank)")
+    rf.add_argument("--pilots", type=int, default=None, help="LS pilot observations uploaded (default 0)")
+    rf.add_argument("--sinr-db", type=float, default=10.0, help="the vehicle's link SINR for air times (default 10)")
+    rf.add_argument("--snr", default="0,10,20", help="SNRs of the quality table (comma list or START:STOP:STEP)")
+    rf.add_argument("--n-test", type=int, default=128, help="test channels of the NMSE (default 128)")
+    rf.add_argument("--frames", type=int, default=8, help="test frames of PSNR/SSIM (default 8)")
+    rf.add_argument("--seed", type=int, default=0)
+    rf.add_argument("--adapter-out", metavar="FILE", help="also save the adapter (safetensors)")
+    rf.add_argument("--large-model", metavar="FILE", help="large-model weights (default models/large_model.safetensors)")
+    rf.add_argument("--plot", metavar="PNG", help="also draw PSNR / SSIM / NMSE vs SNR before, after and oracle")
+    rf.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    rf.add_argument("--json", action="store_true", help="print one JSON object {budget, quality}")
+
     train = sub.add_parser("train", help="rebuild shipped weights (codecs, estimators) from the repo's own recipes")
     train_sub = train.add_subparsers(dest="train", required=True, parser_class=_Parser, metavar="WHAT")
     tc = train_sub.add_parser("codec", help="train a neural codec over AWGN; writes OUT/codec_<kind>.safetensors")
@@ -115,6 +156,18 @@ def _build_parser() -> argparse.ArgumentParser:
     te.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
     te.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     te.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    tl = train_sub.add_parser(
+        "large-model", help="train the cloud's GPT-2 channel generator; writes OUT/large_model.safetensors"
+    )
+    tl.add_argument("--steps", type=int, default=4000, help="optimiser steps (default 4000, the shipped recipe)")
+    tl.add_argument("--batch", type=int, default=128, help="channels per step (default 128)")
+    tl.add_argument("--seed", type=int, default=0)
+    tl.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the repo's models/)")
+    tl.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
+    tl.add_argument("--time-budget", type=float, default=None, metavar="S", help="stop after S wall seconds")
+    tl.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    tl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluations of the neural link (codecs x channel estimators x scenes)")
     ev_sub = ev.add_subparsers(dest="eval", required=True, parser_class=_Parser, metavar="WHAT")
@@ -151,6 +204,25 @@ def _build_parser() -> argparse.ArgumentParser:
     el.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     el.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     el.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    er = ev_sub.add_parser(
+        "refine",
+        help="refinement trade-off: NMSE gained vs N samples x K steps (latency, GPU-seconds) per scene pair; "
+        "writes DIR/refine.csv, tables.md and figures",
+    )
+    er.add_argument("--scenario", default=None, help="scenario YAML (default the shipped default scenario)")
+    er.add_argument(
+        "--pairs", default=None,
+        help="comma list FROM:TO (default: every ordered pair of the scenario's scenes, or the bridge pair with --quick)",
+    )  # fmt: skip
+    er.add_argument("--samples", default=None, help="N grid, comma list (default 64,256; --full 16,64,256,1024)")
+    er.add_argument("--steps", default=None, help="K grid, comma list (default 25,100; --full 10,25,100,400)")
+    er.add_argument("--full", action="store_true", help="the full N x K grid")
+    er.add_argument("--no-real", action="store_true", help="skip the same recipe on real channels")
+    er.add_argument("--n-test", type=int, default=128, help="test channels per pair (default 128)")
+    er.add_argument("--seed", type=int, default=0)
+    er.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    er.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    er.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     return p
 
 
@@ -296,6 +368,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ivsim.bench import bench_core
 
+    if args.bench == "refine":
+        return _cmd_bench_refine(args)
     if args.bench == "core":
         result = bench_core(vehicles=args.vehicles, duration_s=args.duration, fps=args.fps, progress=not args.json)
     else:
@@ -323,8 +397,118 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(**flags: int | None) -> None:
+    for flag, value in flags.items():
+        if value is not None and value < 1:
+            msg = f"--{flag.replace('_', '-')} must be >= 1, got {value}"
+            raise IvsimError(msg)
+
+
+def _cmd_bench_refine(args: argparse.Namespace) -> int:
+    import torch
+
+    from ivsim.ai.refine_eval import bench_refine
+
+    _positive(samples=args.samples, steps=args.steps, rank=args.rank, repeats=args.repeats, threads=args.threads)
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    result = bench_refine(
+        samples=args.samples, steps=args.steps, rank=args.rank, repeats=args.repeats, device=args.device,
+        threads=args.threads, large_model=args.large_model,
+    )  # fmt: skip
+    if args.write_profile:
+        from ivsim.ai.refine_eval import write_refine_section
+
+        write_refine_section(args.write_profile, result)
+        result["profile_written"] = args.write_profile
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>16}: {value}")
+    return 0
+
+
+def _load_for_refine(path: str | None, overrides: Sequence[str] = ()) -> object:
+    from ivsim.config.loader import load_scenario
+
+    default = Path(__file__).resolve().parents[1] / "scenarios" / "nyc_brooklyn_bridge.yaml"
+    return load_scenario(path if path is not None else default, overrides=list(overrides))
+
+
+def _cmd_refine(args: argparse.Namespace) -> int:
+    """One refinement outside the simulation; budget and quality before / after / oracle."""
+    from ivsim.ai.link_eval import parse_snr_db
+
+    _positive(n_test=args.n_test, frames=args.frames, threads=args.threads)
+    try:
+        snrs = parse_snr_db(args.snr)
+    except ValueError as exc:
+        msg = f"--snr {args.snr!r}: {exc}"
+        raise IvsimError(msg) from None
+    scenario = _load_for_refine(args.scenario, args.overrides)
+    import torch
+
+    from ivsim.ai.refine_eval import refine_once
+
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    out = refine_once(
+        scenario, args.from_scene, args.to_scene, samples=args.samples, steps=args.steps, rank=args.rank,
+        pilots=args.pilots, sinr_db=args.sinr_db, snr_db=snrs, n_test=args.n_test, frames=args.frames,
+        seed=args.seed, adapter_out=args.adapter_out, large_model=args.large_model, device=scenario.device,
+    )  # fmt: skip
+    info, b = out["info"], out["budget"]
+    if args.plot:
+        from ivsim.ai.refine_eval import plot_refine_quality
+
+        title = (f"{scenario.name}: {info['from']} estimator on {info['to']} channels, refined with "
+                 f"N={info['samples']} generated samples, K={info['steps']} LoRA steps")  # fmt: skip
+        plot_refine_quality(out["quality"], args.plot, title=title)
+    if args.json:
+        keys = ("upload_s", "queue_s", "lm_infer_s", "finetune_s", "download_s", "total_s", "upload_bytes",
+                "download_bytes", "gpu_s")  # fmt: skip
+        print(json.dumps({"budget": {k: b[k] for k in keys}, "quality": out["quality"]}, indent=2))
+        return 0
+    print(
+        f"refine {info['from']} -> {info['to']}: N={info['samples']} samples, K={info['steps']} steps, "
+        f"rank {info['rank']}, {info['pilots']} pilot observations; adapter {info['adapter_id']} "
+        f"({info['adapter_bytes']:,} bytes); oracle = {info['oracle']}"
+    )
+    print(f"budget ({b.get('timing', 'timing')}; vehicle at {info['sinr_db']:g} dB SINR, no queue):")
+    for key in ("upload_s", "queue_s", "lm_infer_s", "finetune_s", "download_s", "total_s"):
+        print(f"  {key:>14}: {b[key]:.4f}")
+    for key in ("upload_bytes", "download_bytes"):
+        print(f"  {key:>14}: {b[key]:,}")
+    print(f"  {'gpu_s':>14}: {b['gpu_s']:.4f}")
+    print(f"  wall time here: generation {info['wall_lm_infer_s']:.1f} s, fine-tuning {info['wall_finetune_s']:.1f} s")
+    print(f"quality on {info['to']} ({info['n_test']} channels for NMSE, {info['frames']} frames for PSNR/SSIM):")
+    print(f"  {'estimator':>9} {'SNR dB':>7} {'NMSE dB':>8} {'PSNR dB':>8} {'SSIM':>6}")
+    for r in out["quality"]:
+        print(f"  {r['estimator']:>9} {r['snr_db']:>7g} {r['nmse_db']:>8.2f} {r['psnr_db']:>8.2f} {r['ssim']:>6.3f}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    return {"codec": _cmd_train_codec, "estimator": _cmd_train_estimator}[args.train](args)
+    return {"codec": _cmd_train_codec, "estimator": _cmd_train_estimator, "large-model": _cmd_train_large_model}[
+        args.train
+    ](args)
+
+
+def _cmd_train_large_model(args: argparse.Namespace) -> int:
+    _positive(steps=args.steps, batch=args.batch, threads=args.threads)
+    import torch
+
+    from ivsim.ai.large_model import train_large_model
+    from ivsim.ai.zoo import MODELS_DIR
+
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    result = train_large_model(
+        steps=args.steps, batch_size=args.batch, seed=args.seed,
+        out_dir=args.out if args.out is not None else MODELS_DIR, resume=args.resume, progress=not args.quiet,
+        time_budget_s=args.time_budget, num_threads=args.threads,
+    )  # fmt: skip
+    result.pop("loss_curve", None)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
 
 
 def _cmd_train_estimator(args: argparse.Namespace) -> int:
@@ -388,7 +572,49 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    return {"link": _cmd_eval_link}[args.eval](args)
+    return {"link": _cmd_eval_link, "refine": _cmd_eval_refine}[args.eval](args)
+
+
+def _int_list(flag: str, text: str, lo: int, hi: int) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        vals = []
+    if not vals or any(not lo <= v <= hi for v in vals):
+        msg = f"{flag} {text!r}: a comma list of integers in {lo}..{hi}"
+        raise IvsimError(msg)
+    return vals
+
+
+def _cmd_eval_refine(args: argparse.Namespace) -> int:
+    """N x K trade-off of refinement per scene pair; writes refine.csv, tables.md and figures."""
+    _positive(n_test=args.n_test, threads=args.threads)
+    scenario = _load_for_refine(args.scenario)
+    scenes = list(scenario.scenes)
+    if args.pairs is None:
+        pairs = [(a, b) for a in scenes for b in scenes if a != b]
+    else:
+        pairs = []
+        for item in (t.strip() for t in args.pairs.split(",") if t.strip()):
+            a, _, b = item.partition(":")
+            if a not in scenes or b not in scenes or a == b:
+                msg = f"--pairs {item!r}: FROM:TO with two different scenes of {scenario.name} (allowed: {', '.join(scenes)})"
+                raise IvsimError(msg)
+            pairs.append((a, b))
+    samples = _int_list("--samples", args.samples or ("16,64,256,1024" if args.full else "64,256"), 1, 4096)
+    steps = _int_list("--steps", args.steps or ("10,25,100,400" if args.full else "25,100"), 1, 5000)
+    import torch
+
+    from ivsim.ai.refine_eval import eval_refine, write_refine_eval
+
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    rows = eval_refine(
+        scenario, pairs, samples_grid=samples, steps_grid=steps, n_test=args.n_test, seed=args.seed,
+        with_real=not args.no_real, progress=not args.quiet,
+    )  # fmt: skip
+    for path in write_refine_eval(rows, args.output, scenario=scenario):
+        print(path)
+    return 0
 
 
 def _comma_list(flag: str, text: str, allowed: Sequence[str], *, plugins: bool = False) -> list[str]:
@@ -465,6 +691,7 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "train": _cmd_train,
     "eval": _cmd_eval,
+    "refine": _cmd_refine,
 }
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 ``load_run`` turns a run directory into one pandas DataFrame with the dtypes of the
 declared event-log schema (:data:`ivsim.sim.eventlog.COLUMNS`); ``event_counts``,
-``summarize_run``, ``scene_time``, ``quality_by_scene`` and ``quality_by_estimator_match``
-summarise such a frame; ``plot_map`` and ``plot_timeline`` draw it, and ``write_report``
+``summarize_run``, ``scene_time``, ``quality_by_scene``, ``quality_by_estimator_match`` and
+``refinements`` summarise such a frame; ``plot_map`` and ``plot_timeline`` draw it, and ``write_report``
 writes a run's standard PNGs and tables (``ivsim report``). Figures are built on
 ``matplotlib.figure.Figure`` with an Agg canvas, so nothing here touches pyplot's global
 state or the backend; matplotlib is imported only when a figure is drawn.
@@ -43,6 +43,7 @@ __all__ = [
     "plot_timeline",
     "quality_by_estimator_match",
     "quality_by_scene",
+    "refinements",
     "scene_colors",
     "scene_time",
     "summarize_run",
@@ -322,6 +323,36 @@ _QUALITY_MEAN_COLUMNS = [
 ]
 _QUALITY_COLUMNS = [*_QUALITY_MEAN_COLUMNS, "estimator", "estimator_scene", "mismatched_share"]
 _QUALITY_FIELDS = ("codec", "estimator", "estimator_scene", "psnr_db", "ssim", "nmse_db")
+
+
+REFINE_BUDGET_COLUMNS = (
+    "upload_s", "queue_s", "lm_infer_s", "finetune_s", "download_s", "total_s",
+    "air_up_s", "backhaul_up_s", "backhaul_down_s", "air_down_s", "gpu_s",
+)  # fmt: skip
+
+
+def refinements(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished refinement job (its ``refine_done`` row), with its time and byte budget.
+
+    Parameters
+    ----------
+    df
+        A run's events (:func:`load_run`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``t_s, job_id, vehicle, target_scene, outcome, reason, cached, adapter_id``,
+        the budget (``upload_s, queue_s, lm_infer_s, finetune_s, download_s, total_s``; the
+        five stages add up to ``total_s``), the hops (``air_up_s, backhaul_up_s,
+        backhaul_down_s, air_down_s``), ``gpu_s``, ``upload_bytes``, ``download_bytes``;
+        empty (same columns) for a run without refinements.
+    """
+    head = ["t_s", "job_id", "vehicle", "target_scene", "outcome", "reason", "cached", "adapter_id"]
+    columns = [*head, *REFINE_BUDGET_COLUMNS, "upload_bytes", "download_bytes"]
+    done = df.loc[df["event"] == "refine_done"] if "event" in df else df.iloc[0:0]
+    out = pd.DataFrame({c: done[c] if c in done else pd.Series(np.nan, index=done.index) for c in columns})
+    return out.reset_index(drop=True)
 
 
 def _quality_rows(df: pd.DataFrame) -> pd.DataFrame:

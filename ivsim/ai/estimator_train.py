@@ -52,7 +52,7 @@ from ivsim.config.schema import profile_hash
 from ivsim.errors import ModelError
 from ivsim.phy import ChannelSampler, GridSpec, LSEstimator, OfdmMapper, apply_channel, nmse_db
 
-__all__ = ["eval_estimators", "train_estimator"]
+__all__ = ["ddpm_loss", "eval_estimators", "load_checkpoint", "received_qpsk", "save_checkpoint", "train_estimator"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +73,47 @@ def received_qpsk(
     return apply_channel(x, h, snr_db, generator=generator)
 
 
-def _ckpt_paths(out_dir: Path, scene: str) -> tuple[Path, Path]:
+def ddpm_loss(
+    net: torch.nn.Module,
+    sched: Any,
+    h: torch.Tensor,
+    snr_range_db: tuple[float, float],
+    mapper: OfdmMapper,
+    ls: LSEstimator,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """The denoising loss of one batch of channels ``h [B, n_rx, n_sym, n_sc]`` (see the module docstring).
+
+    Each item gets a uniform SNR in ``snr_range_db``, random QPSK data through ``h``,
+    the LS estimate as condition and a uniform DDPM timestep; the loss is the MSE of
+    the prediction over the real grid (padding excluded). ``net`` is a
+    :class:`~ivsim.ai.estimators.DiffusionNet` (or one wrapped by LoRA).
+    """
+    cfg = net.config
+    padded = cfg.padded_shape
+    b = h.shape[0]
+    lo, hi = snr_range_db
+    snr = lo + (hi - lo) * torch.rand(b, generator=gen, device=gen.device)
+    y, no = received_qpsk(h, snr, mapper, gen)
+    h_ls, _ = ls(y, no)
+    x0 = to_planes(h, padded)
+    cond = condition(h_ls, no, padded)
+    noise = torch.randn(x0.shape, generator=gen, device=gen.device)
+    t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=gen, device=gen.device)
+    x_t = sched.add_noise(x0, noise, t)
+    pred = net(x_t, t, cond)
+    target = x0 if cfg.prediction_type == "sample" else noise
+    return (pred - target)[..., : cfg.num_ofdm_symbols, : cfg.fft_size].pow(2).mean()
+
+
+def _ckpt_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
     d = out_dir / "checkpoints"
-    return d / f"estimator_{scene}.ckpt.safetensors", d / f"estimator_{scene}.ckpt.json"
+    return d / f"{stem}.ckpt.safetensors", d / f"{stem}.ckpt.json"
 
 
-def _save_checkpoint(
+def save_checkpoint(
     out_dir: Path,
-    scene: str,
+    stem: str,
     net: torch.nn.Module,
     opt: torch.optim.Optimizer,
     gen: torch.Generator,
@@ -96,7 +129,7 @@ def _save_checkpoint(
             t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
             tensors[f"opt.{n}.{k}"] = t.detach().reshape(t.shape).contiguous()
     tensors["rng.generator"] = gen.get_state()
-    path, jpath = _ckpt_paths(out_dir, scene)
+    path, jpath = _ckpt_paths(out_dir, stem)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
@@ -104,12 +137,12 @@ def _save_checkpoint(
     jpath.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
-def _load_checkpoint(
-    out_dir: Path, scene: str, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator
+def load_checkpoint(
+    out_dir: Path, stem: str, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator
 ) -> dict[str, Any] | None:
     from safetensors.torch import load_file
 
-    path, jpath = _ckpt_paths(out_dir, scene)
+    path, jpath = _ckpt_paths(out_dir, stem)
     if not path.is_file() or not jpath.is_file():
         return None
     try:
@@ -273,13 +306,10 @@ def train_estimator(
 
         state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": []}
         if resume:
-            loaded = _load_checkpoint(out, scene, net, opt, gen)
+            loaded = load_checkpoint(out, f"estimator_{scene}", net, opt, gen)
             if loaded is not None:
                 state = loaded
                 logger.info("resuming %s from step %d", scene, state["step"])
-        padded = cfg.padded_shape
-        n_sym, n_sc = grid.num_ofdm_symbols, grid.fft_size
-
         t_pool = time.perf_counter()
         pool = torch.cat(
             [
@@ -289,7 +319,6 @@ def train_estimator(
         )
         logger.info("channel pool of %d drawn in %.1f s", pool_size, time.perf_counter() - t_pool)
         oldest = 0
-        lo, hi = snr_range_db
         t0 = time.perf_counter() - float(state["elapsed_s"])
         window: list[float] = []
         bar = None
@@ -314,19 +343,9 @@ def train_estimator(
                     pool[idx] = sampler.sample(k, speed_mps=speed_range_mps, generator=gen)
                     oldest = (oldest + k) % pool_size
                 h = pool[torch.randint(0, pool_size, (batch_size,), generator=gen)]
-                snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen)
-                y, no = received_qpsk(h, snr, mapper, gen)
-                h_ls, _ = ls(y, no)
-                x0 = to_planes(h, padded)
-                cond = condition(h_ls, no, padded)
-                noise = torch.randn(x0.shape, generator=gen)
-                t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), generator=gen)
-                x_t = sched.add_noise(x0, noise, t)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
-                pred = net(x_t, t, cond)
-                target = x0 if cfg.prediction_type == "sample" else noise
-                loss = (pred - target)[..., :n_sym, :n_sc].pow(2).mean()
+                loss = ddpm_loss(net, sched, h, snr_range_db, mapper, ls, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -344,7 +363,7 @@ def train_estimator(
                     state["step"] = step
                     state["elapsed_s"] = time.perf_counter() - t0
                     state.update(scene=scene, profile_hash=profile_hash(profile), seed=seed, steps_target=steps)
-                    _save_checkpoint(out, scene, net, opt, gen, state)
+                    save_checkpoint(out, f"estimator_{scene}", net, opt, gen, state)
                 if over:
                     logger.info("time budget reached at step %d", step)
                     break

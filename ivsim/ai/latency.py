@@ -13,45 +13,49 @@ item::
       diffusion: {fixed_s: 0.0, per_item_s: 0.12}
       lmmse: {fixed_s: 0.0, per_item_s: 0.002}
     equalize: {fixed_s: 0.0, per_item_s: 0.0002}   # items = resource grids of the frame
+    refine:       # optional: cloud refinement of an estimator (ivsim.refine)
+      lm_infer: {fixed_s: 0.5, per_item_s: 0.01}       # items = channel samples the large model generates
+      finetune: {fixed_s: 0.2, per_item_s: 0.05}       # items = LoRA fine-tuning steps
+      adapter: {fixed_bytes: 4096, per_rank_bytes: 40000}   # adapter size = fixed + per_rank * rank
 
-The latency of one frame is the sum over the four stages of
-``fixed_s + per_item_s * items``: the time its receiver (and, for encoding, its
-transmitter) needs to process that frame alone. It is deterministic, unlike the
-``measured`` mode (:class:`~ivsim.ai.neural_link.NeuralLinkEvaluator` with
+(The numbers above illustrate the format only.) The latency of one frame is the
+sum over the four stages of ``fixed_s + per_item_s * items``: the time its
+receiver (and, for encoding, its transmitter) needs to process that frame alone.
+It is deterministic, unlike the ``measured`` mode (:class:`~ivsim.ai.neural_link.NeuralLinkEvaluator` with
 ``link.latency: measured``), which logs the wall time of the actual batched call.
+The optional ``refine`` section prices the cloud's refinement jobs (:mod:`ivsim.refine`).
 
 ``ivsim bench link --write-profile FILE`` measures a CPU profile on the machine it
 runs on (the shipped ``cpu`` one came from that command). The shipped
 ``gpu_rtx4090_reported`` profile holds runtimes reported for an RTX 4090 in the
 channel-knowledge-map paper, not measured by ivsim; its ``source`` says so.
+A profile without a ``refine`` section cannot price refinement jobs
+(:meth:`LatencyProfile.refine_cost` says how to get one). The stage and refine
+models are defined in :mod:`ivsim.config.schema` (the scenario's
+``refinement.assumed`` has the same shape) and re-exported here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ivsim.config.schema import LATENCY_PROFILES
+from ivsim.config.schema import LATENCY_PROFILES, AdapterSize, RefineCost, StageCost
 from ivsim.errors import ModelError
 
-__all__ = ["LatencyProfile", "StageCost", "default_profile_name", "load_latency_profile", "profile_path"]
+__all__ = [
+    "AdapterSize",
+    "LatencyProfile",
+    "RefineCost",
+    "StageCost",
+    "default_profile_name",
+    "load_latency_profile",
+    "profile_path",
+]
 
 _MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-
-
-class StageCost(BaseModel):
-    """``fixed_s + per_item_s * items`` seconds."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    fixed_s: float = Field(0.0, ge=0)
-    per_item_s: float = Field(0.0, ge=0)
-
-    def seconds(self, items: Any) -> Any:
-        """Cost of ``items`` (a number or a numpy array)."""
-        return self.fixed_s + self.per_item_s * items
 
 
 class CodecCost(BaseModel):
@@ -72,6 +76,25 @@ class LatencyProfile(BaseModel):
     codec: dict[str, CodecCost]
     estimator: dict[str, StageCost]
     equalize: StageCost = StageCost()
+    refine: RefineCost | None = Field(
+        None, description="Cloud refinement costs (large-model inference, LoRA fine-tuning, adapter size)."
+    )
+
+    def refine_cost(self) -> RefineCost:
+        """Return the profile's refinement costs.
+
+        Raises
+        ------
+        ModelError
+            The profile has no ``refine`` section.
+        """
+        if self.refine is None:
+            msg = (
+                f"latency profile {self.name!r} has no refine timings; run `ivsim bench refine --write-profile FILE` "
+                "on that device or state refinement.assumed in the scenario"
+            )
+            raise ModelError(msg)
+        return self.refine
 
     def frame_s(self, codec: str, estimator: str, *, symbols: int, realizations: int, grids: int) -> float:
         """Latency of one frame: encode + estimate + equalize + decode.

@@ -153,6 +153,7 @@ class NeuralLinkEvaluator:
         self.channels = ChannelBank(self.grid, direction=spec.direction, device=self.device)
         self._cache = CovarianceCache()
         self._estimators: dict[int, tuple[Any, str, str | None]] = {}
+        self._refined: dict[str, tuple[Any, str, str | None]] = {}
         self._plan_estimators()
 
         self.latency: LatencyProfile | None = None
@@ -235,6 +236,18 @@ class NeuralLinkEvaluator:
             self._estimators[scene] = (est, est_name, label)
         return self._estimators[scene]
 
+    def add_refined(self, adapter_id: str, estimator: Any) -> None:
+        """Register a refined estimator; frames whose receiver holds ``adapter_id`` are decoded by it."""
+        self._refined[adapter_id] = (estimator, str(getattr(estimator, "name", "diffusion")), estimator.scene)
+
+    def _holder(self, scene: int, adapter_id: str) -> tuple[Any, str, str | None]:
+        if adapter_id:
+            if adapter_id not in self._refined:
+                msg = f"no refined estimator {adapter_id!r} was registered with the link evaluator"
+                raise ModelError(msg)
+            return self._refined[adapter_id]
+        return self.estimator_for(scene)
+
     # ------------------------------------------------------------------ evaluation
 
     def _profile_latency(self, est_name: str) -> float:
@@ -260,8 +273,12 @@ class NeuralLinkEvaluator:
         sent = np.flatnonzero(~outage)
         held = batch.estimator_scene if batch.estimator_scene is not None else batch.scene
         held = np.where(held < 0, batch.scene, held)
-        for s in np.unique(held):
-            _, est_names[held == s], est_scenes[held == s] = self.estimator_for(int(s))
+        adapters = getattr(batch, "adapter_id", None)
+        adapters = np.full(n, "", dtype=object) if adapters is None else np.where(adapters == None, "", adapters)  # noqa: E711
+        keys = [(int(s), str(a)) for s, a in zip(held, adapters, strict=True)]
+        holders = {k: self._holder(*k) for k in set(keys)}
+        for i, k in enumerate(keys):
+            _, est_names[i], est_scenes[i] = holders[k]
         if len(sent):
             t0 = time.perf_counter()
             frame = batch.frame if batch.frame is not None else np.zeros(n, dtype=np.int64)
@@ -274,10 +291,10 @@ class NeuralLinkEvaluator:
                 realizations=self.chain.realizations,
                 generator=self.generator,
             )
-            groups = []
-            for s in np.unique(held[sent]):
-                members = np.flatnonzero(held[sent] == s)
-                groups.append((self.estimator_for(int(s))[0], torch.as_tensor(members)))
+            members: dict[tuple[int, str], list[int]] = {}
+            for j, i in enumerate(sent):
+                members.setdefault(keys[i], []).append(j)
+            groups = [(holders[k][0], torch.as_tensor(m)) for k, m in sorted(members.items())]
             out = self.chain.transmit(
                 images, h, torch.as_tensor(batch.sinr_db[sent], dtype=torch.float32), groups, generator=self.generator
             )

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 __all__ = [
+    "AdapterSize",
     "Backhaul",
     "BaseStationSpec",
     "CloudSpec",
@@ -40,10 +41,15 @@ __all__ = [
     "PathLossRef",
     "Profile",
     "RadioSpec",
+    "RefineCost",
+    "RefinePolicySpec",
+    "RefineTiming",
+    "RefinementSpec",
     "Scenario",
     "SceneRule",
     "SceneRules",
     "SceneSpec",
+    "StageCost",
     "SystemLevelProfile",
     "TrafficSpec",
     "VehicleSpec",
@@ -475,6 +481,120 @@ class OutputSpec(Model):
     flush_interval_s: PositiveFloat = Field(5.0, description="...or after this many wall-clock seconds.")
 
 
+# --------------------------------------------------------------------------- refinement
+
+
+class StageCost(Model):
+    """``fixed_s + per_item_s * items`` seconds of one compute stage."""
+
+    fixed_s: NonNegativeFloat = Field(0.0, description="Cost of the stage whatever its size.")
+    per_item_s: NonNegativeFloat = Field(0.0, description="Cost per item (what an item is depends on the stage).")
+
+    def seconds(self, items: Any) -> Any:
+        """Cost of ``items`` (a number or a numpy array)."""
+        return self.fixed_s + self.per_item_s * items
+
+
+class AdapterSize(Model):
+    """Size of a LoRA adapter: ``fixed_bytes + per_rank_bytes * rank``."""
+
+    fixed_bytes: int = Field(0, ge=0, description="Bytes of the adapter whatever its rank (header, names).")
+    per_rank_bytes: int = Field(0, ge=0, description="Bytes per unit of LoRA rank (the A and B matrices).")
+
+    def size_bytes(self, rank: int) -> int:
+        """Bytes of an adapter of LoRA rank ``rank``."""
+        return int(self.fixed_bytes + self.per_rank_bytes * rank)
+
+
+class RefineCost(Model):
+    """What one refinement job costs on a cloud GPU: two compute stages and the adapter it returns.
+
+    The same shape is the ``refine`` section of a latency profile
+    (:class:`ivsim.ai.latency.LatencyProfile`) and, with a ``label``, the
+    scenario's ``refinement.assumed`` timings (:class:`RefineTiming`).
+    """
+
+    lm_infer: StageCost = Field(description="Large-model inference; items = generated channel samples (N).")
+    finetune: StageCost = Field(description="LoRA fine-tuning; items = fine-tuning steps (K).")
+    adapter: AdapterSize = Field(description="Size of the adapter sent back to the vehicle.")
+    source: str = Field("", description="Where the numbers come from (the command that measured them, or a citation).")
+
+    def lm_infer_s(self, samples: int) -> float:
+        """Seconds of large-model inference generating ``samples`` channels."""
+        return float(self.lm_infer.seconds(samples))
+
+    def finetune_s(self, steps: int) -> float:
+        """Seconds of ``steps`` LoRA fine-tuning steps."""
+        return float(self.finetune.seconds(steps))
+
+    def adapter_bytes(self, rank: int) -> int:
+        """Bytes of an adapter of LoRA rank ``rank``."""
+        return self.adapter.size_bytes(rank)
+
+
+class RefineTiming(RefineCost):
+    """Refinement timings the scenario states as assumptions (not measured by ivsim), with a label saying so."""
+
+    label: str = Field(
+        min_length=1, description="Where the numbers come from, e.g. 'assumed: A100-class GPU, 4x the CPU bench'."
+    )
+
+
+def _policy_kind(value: str) -> str:
+    from ivsim.refine.policies import POLICIES  # torch-free; imported here to keep schema free of sim code
+
+    if value in POLICIES or ":" in value:
+        return value
+    msg = f"unknown refinement policy kind {value!r} (allowed: {', '.join(sorted(POLICIES))}, or 'module:Class')"
+    raise ValueError(msg)
+
+
+class RefinePolicySpec(Model):
+    """When a vehicle asks the cloud to refine its channel estimator (``ivsim.refine.policies`` registry)."""
+
+    kind: Annotated[str, Field(min_length=1), AfterValidator(_policy_kind)] = Field(
+        "never",
+        description=(
+            "never; reactive (on entering a scene its estimator was not made or refined for, unless a job for "
+            "that scene is already in flight); or package.module:Class."
+        ),
+    )
+
+
+class RefinementSpec(Model):
+    """Cloud refinement of the vehicles' channel estimators: what a job computes, and what it costs."""
+
+    policy: RefinePolicySpec = Field(RefinePolicySpec(), description="When vehicles request a refinement.")
+    samples: int = Field(256, ge=1, le=4096, description="Channel samples N the large model generates per job.")
+    steps: int = Field(100, ge=1, le=5000, description="LoRA fine-tuning steps K per job.")
+    lora_rank: int = Field(8, ge=1, le=64, description="LoRA rank of the adapter.")
+    upload_pilots: int = Field(
+        0, ge=0, le=64, description="LS pilot observations uploaded with the request (each one resource grid's pilots)."
+    )
+    request_bytes: int = Field(
+        512, ge=1, description="Bytes of the request's context: ids, target scene, position, velocity."
+    )
+    latency: Literal["profile", "measured"] = Field(
+        "profile",
+        description=(
+            "GPU time from the timing profile (or `assumed`), or the measured wall time of the real computation "
+            "(needs link.fidelity: full)."
+        ),
+    )
+    latency_profile: LatencyProfileRef = Field(
+        "cpu", description="cpu, gpu_rtx4090_reported, or a YAML file with a `refine` section."
+    )
+    assumed: RefineTiming | None = Field(
+        None, description="Timings stated by the scenario (used instead of the profile), with a label saying so."
+    )
+    cache_dir: ScenarioPath | None = Field(
+        None, description="Folder of refined adapters kept across runs (full fidelity)."
+    )
+    large_model: ScenarioPath | None = Field(
+        None, description="Weights of the cloud's large model (full fidelity); default models/large_model.safetensors."
+    )
+
+
 # --------------------------------------------------------------------------- scenario
 
 
@@ -500,6 +620,9 @@ class Scenario(Model):
     fleets: list[FleetSpec] = Field(default_factory=list)
     traffic: TrafficSpec = TrafficSpec()
     link: LinkSpec = LinkSpec()
+    refinement: RefinementSpec = Field(
+        RefinementSpec(), description="Cloud refinement of channel estimators (default: never requested)."
+    )
     output: OutputSpec = OutputSpec()
 
     @model_validator(mode="after")
@@ -525,6 +648,12 @@ class Scenario(Model):
                     msg = f"duplicate id {item.id!r}"
                     problems.append(_problem((field, i, "id"), "duplicate_id", msg, item.id))
                 seen.add(item.id)
+        if self.refinement.latency == "measured" and self.link.fidelity == "analytic":
+            msg = (
+                "latency 'measured' needs link.fidelity: full (an analytic run computes nothing to measure); "
+                "use latency: profile"
+            )
+            problems.append(_problem(("refinement", "latency"), "measured_needs_full", msg, "measured"))
         if not self.vehicles and not self.fleets:
             msg = "a scenario needs at least one entry in `vehicles` or `fleets`"
             problems.append(_problem(("vehicles",), "no_vehicles", msg, []))

@@ -151,6 +151,8 @@ class FrameScheduler:
             frame=frame,
             # downlink: the vehicle's own estimator; uplink: the base station holds one for every scene
             estimator_scene=table.scene[idx] if uplink else table.estimator_scene[idx],
+            adapter_id=np.full(n, "", dtype=object) if uplink else table.adapter_id[idx],
+            estimator_version=np.zeros(n, dtype=np.int32) if uplink else table.estimator_version[idx],
         )
         result = yield sim.links.submit(batch)
 
@@ -175,12 +177,15 @@ class FrameScheduler:
         lon, lat = sim.roadmap.to_lonlat(x, y)
         ids = sim.vehicle_ids_array()[idx]
         scores = getattr(evaluator, "scores_images", False)
-        quality = {"psnr_db": result.psnr_db, "ssim": result.ssim, "nmse_db": result.nmse_db} if scores else {}
+        # the receiver's estimator (version, adapter); an evaluator's own columns in `extra` take precedence
+        extra = {"estimator_version": batch.estimator_version, "adapter_id": batch.adapter_id}
+        if scores:
+            extra |= {"psnr_db": result.psnr_db, "ssim": result.ssim, "nmse_db": result.nmse_db}
+        extra |= result.extra
         sim.log.log_many(
             "tx", now, ids, vehicle=ids, bs=self.bs_ids[bs], direction="uplink" if uplink else "downlink",
             scene=sim.scene_names_array()[batch.scene], frame=frame, sinr_db=sinr_db, snr_db=snr_db,
             size_bits=batch.size_bits, bandwidth_hz=batch.bandwidth_hz, rate_bps=result.rate_bps, queue_s=queue_s,
             airtime_s=result.airtime_s, delay_s=result.delay_s, delivered=delivered, drop_reason=reason,
-            x_m=x, y_m=y, lon=lon, lat=lat, speed_mps=batch.speed_mps,
-            **quality, **{name: result.extra[name] for name in result.extra},
+            x_m=x, y_m=y, lon=lon, lat=lat, speed_mps=batch.speed_mps, **extra,
         )  # fmt: skip

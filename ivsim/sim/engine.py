@@ -26,6 +26,9 @@ import numpy as np
 import simpy
 
 from ivsim.errors import OutputError, RouteError
+from ivsim.refine.budget import RefineTimingModel, load_refine_timing
+from ivsim.refine.policies import make_policy
+from ivsim.refine.service import Refiner, make_refiner
 from ivsim.rng import RngStreams
 from ivsim.sim.basestation import BaseStation, FrameScheduler
 from ivsim.sim.cloud import CloudNode
@@ -120,6 +123,8 @@ class Simulation:
         An already loaded road map (skips loading ``scenario.map``).
     link_evaluator
         Replaces the evaluator chosen by ``link.fidelity``.
+    refiner
+        Replaces the refiner chosen by ``link.fidelity`` (:func:`ivsim.refine.service.make_refiner`).
     force
         Overwrite a non-empty ``run_dir``.
 
@@ -127,6 +132,9 @@ class Simulation:
     ------
     MapError, RouteError, OutputError
         On a bad map, an unroutable vehicle or an unusable run folder.
+    ModelError, ScenarioError
+        When a refinement policy can request jobs but they cannot be priced or
+        computed (no refine timings, a policy class that cannot be imported).
     """
 
     def __init__(
@@ -137,6 +145,7 @@ class Simulation:
         run_id: str | None = None,
         roadmap: RoadMap | None = None,
         link_evaluator: LinkEvaluator | None = None,
+        refiner: Refiner | None = None,
         force: bool = False,
     ) -> None:
         self.scenario = scenario
@@ -154,6 +163,17 @@ class Simulation:
         self.link_notes: list[str] = []
         """Lines the link evaluator asked to put in the log (e.g. an estimator's fall-back), logged at start."""
         evaluator = link_evaluator or make_link_evaluator(scenario, seed=self.rng.int_seed("link"), notes=self.link_notes)
+        self.refine_policy = make_policy(scenario.refinement.policy)
+        self.refiner: Refiner | None = refiner
+        """Computes refinement jobs; built here when the policy can request any, else on the first request."""
+        self.refine_timing: RefineTimingModel | None = None
+        self.refine_notes: list[str] = []
+        """Lines the refiner asked to put in the log, logged at start (or at once when built later)."""
+        self._evaluator = evaluator
+        self._refine_ready = False
+        self._started = False
+        if refiner is not None or scenario.refinement.policy.kind != "never":
+            self.refinement()  # fail before the log creates the run folder's parts/
         # only now that every vehicle is routable: the log creates parts/, which would leave the run
         # folder non-empty (and refused on the next try) if planning failed
         self.log = EventLog(
@@ -171,7 +191,6 @@ class Simulation:
         self.links = LinkBatcher(self.env, evaluator, window_s=scenario.link.batch_window_s)
         self.fleet: list[Vehicle] = [Vehicle(self, i, *plan) for i, plan in enumerate(plans)]
         self.status = "created"
-        self._started = False
 
     # ------------------------------------------------------------------ building
 
@@ -267,6 +286,36 @@ class Simulation:
         """Vehicle ids as an object array, indexed by vehicle number."""
         return self._ids_arr
 
+    def refinement(self) -> tuple[Refiner, RefineTimingModel | None]:
+        """Return the run's refiner and refinement timing model, building them on first use.
+
+        The refiner is :func:`~ivsim.refine.service.make_refiner`'s (given the link
+        evaluator and the ``refine`` RNG stream's seed) unless one was passed in;
+        the timings are ``refinement.assumed`` or the profile's (required with
+        ``refinement.latency: profile``).
+
+        Raises
+        ------
+        ModelError
+            No refine timings where they are needed.
+        """
+        if not self._refine_ready:
+            spec = self.scenario.refinement
+            self.refine_timing = load_refine_timing(spec, required=spec.latency == "profile")
+            notes: list[str] = []
+            if self.refiner is None:
+                self.refiner = make_refiner(
+                    self.scenario, evaluator=self._evaluator, timing=self.refine_timing,
+                    seed=self.rng.int_seed("refine"), notes=notes,
+                )  # fmt: skip
+            self._refine_ready = True
+            if self._started:
+                for note in notes:
+                    self.log.log("note", self.env.now, "refine", message=note)
+            else:
+                self.refine_notes.extend(notes)
+        return self.refiner, self.refine_timing
+
     def scene_names_array(self) -> np.ndarray:
         """Scene names as an object array, indexed by scene number."""
         return self._scene_names_arr
@@ -279,6 +328,8 @@ class Simulation:
         self._started = True
         for note in self.link_notes:
             self.log.log("note", self.env.now, "link", message=note)
+        for note in self.refine_notes:
+            self.log.log("note", self.env.now, "refine", message=note)
         for v in self.fleet:
             self.env.process(v.run())
         self.env.process(self.radio.run())
@@ -377,6 +428,8 @@ class Simulation:
             "platform": platform.platform(),
             "device": {"requested": self.scenario.device, "used": str(getattr(self.links.evaluator, "device", "cpu"))},
             "link_evaluator": getattr(self.links.evaluator, "name", type(self.links.evaluator).__name__),
+            "refiner": None if self.refiner is None else getattr(self.refiner, "name", type(self.refiner).__name__),
+            "refine_timing": None if self.refine_timing is None else self.refine_timing.source,
             "started_at": started_at.isoformat(timespec="seconds"),
             "wall_s": round(wall_s, 3),
             "sim_time_s": float(self.env.now),

@@ -18,61 +18,87 @@ table below. Files written before the column existed still load: it reads as nul
 The event names in the last column are the typical emitters; the simulation owns
 the event vocabulary.
 
-==================  =========  ===============================================  ====================================
-column              unit       meaning                                          filled by (typical events)
-==================  =========  ===============================================  ====================================
-``run_id``          --         run identifier, the same on every row            all (by the log)
-``seq``             --         row number 0, 1, 2, ... in logging order         all (by the log)
-``t_s``             s          simulated time of the event                      all
-``event``           --         event kind, snake_case                           all
-``entity_id``       --         the entity the row is about (vehicle, BS, job)   all
-``vehicle``         --         vehicle id                                       vehicle_*, scene_enter, handover,
-                                                                                tx, job_*
-``trip``            --         trip number of the vehicle, from 0               vehicle_*, scene_enter
-``bs``              --         (serving) base station id                        vehicle_depart, handover, tx,
-                                                                                job_queued
-``scene``           --         propagation scene name                           vehicle_*, scene_enter, handover, tx
-``prev_scene``      --         scene before the change (null on departure)      scene_enter
-``x_m``             m          position east of the map origin                  vehicle_*, scene_enter, handover, tx
-``y_m``             m          position north of the map origin                 vehicle_*, scene_enter, handover, tx
-``lon``             deg        WGS84 longitude                                  vehicle_*, scene_enter, handover, tx
-``lat``             deg        WGS84 latitude                                   vehicle_*, scene_enter, handover, tx
-``speed_mps``       m/s        vehicle speed                                    vehicle_depart, scene_enter, tx
-``route_m``         m          length of the vehicle's route                    vehicle_depart, vehicle_arrive
-``from_bs``         --         source cell of a handover                        handover
-``to_bs``           --         target cell of a handover                        handover
-``rsrp_dbm``        dBm        reference-signal received power (of the target)  handover
-``direction``       --         ``downlink`` or ``uplink``                       tx
-``frame``           --         frame number of the vehicle, from 0              tx
-``sinr_db``         dB         signal to interference plus noise ratio          tx
-``snr_db``          dB         signal to noise ratio                            tx
-``size_bits``       bit        payload size (full link: the raw frame, 24 bit   tx
-                               per pixel)
-``bandwidth_hz``    Hz         bandwidth granted to the transmission            tx
-``rate_bps``        bit/s      achieved link rate                               tx
-``queue_s``         s          time waiting for radio resources                 tx
-``airtime_s``       s          time on air                                      tx
-``delay_s``         s          end-to-end delay (generation to delivery/drop;   tx, job_done
-                               job: submission to completion)
-``delivered``       --         the frame arrived, decoded, within its deadline  tx
-``drop_reason``     --         why it was not delivered (null if delivered)     tx
-``codec``           --         semantic codec name                              tx
-``estimator``       --         channel estimator name                           tx, refinement events
-``estimator_scene`` --         scene the estimator was trained/refined for      tx, refinement events
-``psnr_db``         dB         reconstruction PSNR                              tx
-``ssim``            --         reconstruction SSIM, 0..1                        tx
-``nmse_db``         dB         channel-estimation NMSE (null for perfect CSI)   tx, refinement events
-``symbols``         --         complex channel symbols of the frame (codec)     tx (full link)
-``compute_s``       s          encode + estimate + equalize + decode latency    tx (full link)
-``job_id``          --         cloud job id (free text, not categorical)        job_*
-``job_kind``        --         kind of cloud job                                job_*
-``wait_s``          s          time the job waited in the cloud queue           job_start, job_done
-``service_s``       s          GPU service time of the job                      job_done
-``upload_bits``     bit        bits sent to the cloud for the job               job_queued
-``download_bits``   bit        bits returned from the cloud                     job_done
-``queue_len``       --         jobs waiting in the cloud queue at that moment   job_queued, job_start
-``message``         --         free text (not categorical)                      warnings, notes
-==================  =========  ===============================================  ====================================
+=====================  =========  ===============================================  ====================================
+column                 unit       meaning                                          filled by (typical events)
+=====================  =========  ===============================================  ====================================
+``run_id``             --         run identifier, the same on every row            all (by the log)
+``seq``                --         row number 0, 1, 2, ... in logging order         all (by the log)
+``t_s``                s          simulated time of the event                      all
+``event``              --         event kind, snake_case                           all
+``entity_id``          --         the entity the row is about (vehicle, BS, job)   all
+``vehicle``            --         vehicle id                                       vehicle_*, scene_enter, handover,
+                                                                                   tx, job_*
+``trip``               --         trip number of the vehicle, from 0               vehicle_*, scene_enter
+``bs``                 --         (serving) base station id                        vehicle_depart, handover, tx,
+                                                                                   job_queued
+``scene``              --         propagation scene name                           vehicle_*, scene_enter, handover, tx
+``prev_scene``         --         scene before the change (null on departure)      scene_enter
+``x_m``                m          position east of the map origin                  vehicle_*, scene_enter, handover, tx
+``y_m``                m          position north of the map origin                 vehicle_*, scene_enter, handover, tx
+``lon``                deg        WGS84 longitude                                  vehicle_*, scene_enter, handover, tx
+``lat``                deg        WGS84 latitude                                   vehicle_*, scene_enter, handover, tx
+``speed_mps``          m/s        vehicle speed                                    vehicle_depart, scene_enter, tx
+``route_m``            m          length of the vehicle's route                    vehicle_depart, vehicle_arrive
+``from_bs``            --         source cell of a handover                        handover
+``to_bs``              --         target cell of a handover                        handover
+``rsrp_dbm``           dBm        reference-signal received power (of the target)  handover
+``direction``          --         ``downlink`` or ``uplink``                       tx
+``frame``              --         frame number of the vehicle, from 0              tx
+``sinr_db``            dB         signal to interference plus noise ratio          tx
+``snr_db``             dB         signal to noise ratio                            tx
+``size_bits``          bit        payload size (full link: the raw frame, 24 bit   tx
+                                  per pixel)
+``bandwidth_hz``       Hz         bandwidth granted to the transmission            tx
+``rate_bps``           bit/s      achieved link rate                               tx
+``queue_s``            s          time waiting for radio resources (refinement:    tx, refine_start, refine_done
+                                  for a cloud GPU)
+``airtime_s``          s          time on air                                      tx
+``delay_s``            s          end-to-end delay (generation to delivery/drop;   tx, job_done
+                                  job: submission to completion)
+``delivered``          --         the frame arrived, decoded, within its deadline  tx
+``drop_reason``        --         why it was not delivered (null if delivered)     tx
+``codec``              --         semantic codec name                              tx
+``estimator``          --         channel estimator name                           tx, refinement events
+``estimator_scene``    --         scene the estimator was trained/refined for      tx, refinement events
+``psnr_db``            dB         reconstruction PSNR                              tx
+``ssim``               --         reconstruction SSIM, 0..1                        tx
+``nmse_db``            dB         channel-estimation NMSE (null for perfect CSI)   tx, refinement events
+``symbols``            --         complex channel symbols of the frame (codec)     tx (full link)
+``compute_s``          s          encode + estimate + equalize + decode latency    tx (full link)
+``job_id``             --         cloud job id (free text, not categorical)        job_*
+``job_kind``           --         kind of cloud job                                job_*
+``wait_s``             s          time the job waited in the cloud queue           job_start, job_done
+``service_s``          s          GPU service time of the job                      job_done
+``upload_bits``        bit        bits sent to the cloud for the job               job_queued
+``download_bits``      bit        bits returned from the cloud                     job_done
+``queue_len``          --         jobs waiting in the cloud queue at that moment   job_queued, job_start, refine_start
+``estimator_version``  --         estimator version held (0 = base weights, +1     tx, refine_request, deploy
+                                  per deployed refinement)
+``adapter_id``         --         refinement adapter ('' on tx: base weights)      tx, refine_done, deploy
+``target_scene``       --         scene a refinement job refines for               refine_*, deploy
+``samples``            --         channel samples N the large model generates      refine_request
+``steps``              --         LoRA fine-tuning steps K                         refine_request
+``policy``             --         refinement policy kind that asked for the job    refine_request
+``upload_bytes``       byte       request + pilots sent vehicle -> cloud           refine_request, refine_done
+``download_bytes``     byte       adapter sent cloud -> vehicle (0 unless done)    refine_done
+``air_up_s``           s          request on the uplink air (bits / uplink rate)   refine_done
+``backhaul_up_s``      s          request over the backhaul BS -> cloud            refine_done
+``upload_s``           s          air_up_s + backhaul_up_s                         refine_done
+``lm_infer_s``         s          large-model inference on the GPU (N samples)     refine_done
+``finetune_s``         s          LoRA fine-tuning on the GPU (K steps)            refine_done
+``gpu_s``              s          GPU time used: lm_infer_s + finetune_s           refine_done
+``backhaul_down_s``    s          adapter over the backhaul cloud -> BS            refine_done
+``air_down_s``         s          adapter on the downlink air (bits / rate)        refine_done
+``download_s``         s          backhaul_down_s + air_down_s                     refine_done
+``total_s``            s          request to the adapter at the vehicle (or the    refine_done
+                                  end of the job) = upload_s + queue_s +
+                                  lm_infer_s + finetune_s + download_s
+``cached``             --         adapter served from the cloud's cache (no GPU)   refine_done
+``outcome``            --         done, failed or cancelled                        refine_done
+``reason``             --         why not done: outage, vehicle_gone or the        refine_done
+                                  refiner's error message
+``message``            --         free text (not categorical)                      warnings, notes
+=====================  =========  ===============================================  ====================================
 """
 
 from __future__ import annotations
@@ -160,6 +186,27 @@ COLUMNS: dict[str, pa.DataType] = {
     "upload_bits": _I,
     "download_bits": _I,
     "queue_len": _I,
+    "estimator_version": _I,
+    "adapter_id": _S,
+    "target_scene": _S,
+    "samples": _I,
+    "steps": _I,
+    "policy": _S,
+    "upload_bytes": _I,
+    "download_bytes": _I,
+    "air_up_s": _F,
+    "backhaul_up_s": _F,
+    "upload_s": _F,
+    "lm_infer_s": _F,
+    "finetune_s": _F,
+    "gpu_s": _F,
+    "backhaul_down_s": _F,
+    "air_down_s": _F,
+    "download_s": _F,
+    "total_s": _F,
+    "cached": _B,
+    "outcome": _S,
+    "reason": _S,
     "message": _S,
 }
 

@@ -15,7 +15,7 @@ quality (the quality columns stay empty).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,7 +27,26 @@ if TYPE_CHECKING:
 
     from ivsim.config.schema import LinkSpec, Scenario
 
-__all__ = ["AnalyticLinkEvaluator", "LinkBatcher", "LinkEvaluator", "TxBatch", "TxResult", "make_link_evaluator"]
+__all__ = [
+    "AnalyticLinkEvaluator",
+    "LinkBatcher",
+    "LinkEvaluator",
+    "TxBatch",
+    "TxResult",
+    "make_link_evaluator",
+    "shannon_rate_bps",
+]
+
+
+def shannon_rate_bps(sinr_db: Any, bandwidth_hz: Any, *, gap_db: float, max_spectral_efficiency: float) -> Any:
+    """Shannon rate less an implementation gap, capped at the highest spectral efficiency.
+
+    ``bandwidth_hz * min(log2(1 + sinr / gap), max_spectral_efficiency)``, with
+    ``sinr`` and ``gap`` linear; numbers or numpy arrays (broadcast).
+    """
+    sinr_lin = np.power(10.0, np.asarray(sinr_db, dtype=float) / 10.0)
+    se = np.minimum(np.log2(1.0 + sinr_lin / 10.0 ** (gap_db / 10.0)), max_spectral_efficiency)
+    return bandwidth_hz * se
 
 
 @dataclass
@@ -56,6 +75,11 @@ class TxBatch:
         Frame number of each vehicle (which image it carries, for evaluators that send images).
     estimator_scene
         Scene whose channel estimator the receiver holds (-1: none).
+    adapter_id
+        Refinement adapter deployed on that estimator (object array of str, ``""`` =
+        the base weights); ``None`` when the caller does not track adapters.
+    estimator_version
+        Version of that estimator (0 = the base weights, +1 per deployed refinement).
     """
 
     vehicle: np.ndarray
@@ -72,6 +96,8 @@ class TxBatch:
     deadline_s: np.ndarray
     frame: np.ndarray | None = None
     estimator_scene: np.ndarray | None = None
+    adapter_id: np.ndarray | None = None
+    estimator_version: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.vehicle)
@@ -143,7 +169,7 @@ class AnalyticLinkEvaluator:
     name = "analytic"
 
     def __init__(self, spec: LinkSpec) -> None:
-        self.gap_lin = 10.0 ** (spec.gap_db / 10.0)
+        self.gap_db = spec.gap_db
         self.se_max = spec.max_spectral_efficiency
         self.min_sinr_db = spec.min_sinr_db
         self.processing_s = spec.processing_s
@@ -151,9 +177,9 @@ class AnalyticLinkEvaluator:
     def evaluate(self, batch: TxBatch) -> TxResult:
         """Return rate, airtime, delay and delivery of each frame."""
         n = len(batch)
-        sinr_lin = np.power(10.0, batch.sinr_db / 10.0)
-        se = np.minimum(np.log2(1.0 + sinr_lin / self.gap_lin), self.se_max)
-        rate = batch.bandwidth_hz * se
+        rate = shannon_rate_bps(
+            batch.sinr_db, batch.bandwidth_hz, gap_db=self.gap_db, max_spectral_efficiency=self.se_max
+        )
         outage = batch.sinr_db < self.min_sinr_db
         with np.errstate(divide="ignore"):
             airtime = np.where(outage, np.nan, batch.size_bits / rate)

@@ -87,6 +87,9 @@ class VehicleTable:
         self.serving = np.full(n, -1, dtype=np.int32)  # serving base station, -1 = none
         self.frames_sent = np.zeros(n, dtype=np.int64)
         self.estimator_scene = np.full(n, -1, dtype=np.int16)  # scene of the channel estimator held, -1 = none yet
+        self.base_scene = np.full(n, -1, dtype=np.int16)  # scene of the base weights under any adapter, -1 = none
+        self.estimator_version = np.zeros(n, dtype=np.int32)  # 0 = the base weights, +1 per deployed refinement
+        self.adapter_id = np.full(n, "", dtype=object)  # refinement adapter deployed, "" = none
         self.store = PolylineStore()
         # positions of the current instant, shared by every reader at that instant (a vehicle's position is
         # continuous, so entering a stretch or departing again from its arrival node does not change it)

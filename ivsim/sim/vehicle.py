@@ -3,7 +3,9 @@
 A vehicle is one long-lived SimPy process. It waits for its departure, then
 drives its route stretch by stretch (consecutive edges with the same scene and
 speed form one stretch, one timeout), logging ``vehicle_depart``,
-``scene_enter`` and ``vehicle_arrive``. Its position at any instant is exact:
+``scene_enter`` and ``vehicle_arrive``. At departure and at each scene change it
+asks the run's refinement policy (:mod:`ivsim.refine.policies`) which estimator
+refinements to request from the cloud. Its position at any instant is exact:
 the route polyline at ``s0 + speed * (t - t0)`` (see :mod:`ivsim.sim.mobility`).
 Frames are not a per-vehicle process: the serving base station collects the
 frames of all its vehicles at each frame instant (see
@@ -84,6 +86,13 @@ class Vehicle:
                 logger.warning("%s: no further trip: %s", self.vehicle_id, exc)
                 route = None
 
+    def _consult_policy(self, scene: int, *, departing: bool) -> None:
+        """Request the refinements the run's policy asks for on entering ``scene``."""
+        sim = self.sim
+        policy = sim.refine_policy
+        for target in policy.on_scene(sim, self.index, scene, departing=departing):
+            sim.cloud.request_refinement(self.index, target, policy=policy.kind)
+
     def _stretches(self, route: Route) -> list[tuple[float, float, float, int]]:
         """Split a route into ``(start_m, end_m, speed_mps, scene)`` stretches of constant speed and scene."""
         roadmap = self.sim.roadmap
@@ -110,6 +119,7 @@ class Vehicle:
         table.enter_edge(i, env.now, start_m, end_m, speed, scene)
         if table.estimator_scene[i] < 0:  # a vehicle holds the estimator of the scene it first departs in
             table.estimator_scene[i] = scene
+            table.base_scene[i] = scene
         bs = sim.radio.attach(i, env.now)
         x, y = float(route.xy[0, 0]), float(route.xy[0, 1])
         lon, lat = sim.roadmap.to_lonlat(x, y)
@@ -122,6 +132,7 @@ class Vehicle:
             "scene_enter", env.now, vid, vehicle=vid, trip=trip, scene=scene_name, prev_scene=None,
             x_m=x, y_m=y, lon=float(lon), lat=float(lat), speed_mps=speed,
         )  # fmt: skip
+        self._consult_policy(scene, departing=True)
         prev = scene
         for k, (start_m, end_m, speed, scene) in enumerate(stretches):
             if k > 0:
@@ -135,6 +146,7 @@ class Vehicle:
                         lat=float(lat), speed_mps=speed,
                     )  # fmt: skip
                     prev = scene
+                    self._consult_policy(scene, departing=False)
             yield env.timeout((end_m - start_m) / speed)
         x, y = float(route.xy[-1, 0]), float(route.xy[-1, 1])
         lon, lat = sim.roadmap.to_lonlat(x, y)

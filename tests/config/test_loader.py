@@ -19,7 +19,7 @@ from .conftest import SCENARIO_YAML
 NAME = "demo.yaml"
 TOP_FIELDS = (
     "name, seed, duration_s, device, map, profiles, scenes, scene_rules, base_stations, cloud, radio, "
-    "vehicles, fleets, traffic, link, output"
+    "vehicles, fleets, traffic, link, refinement, output"
 )
 VEHICLE_FIELDS = "id, origin, destination, via, depart_s, speed_factor"
 

@@ -1,0 +1,835 @@
+"""The cloud's large model: a GPT-2 channel generator over continuous channel tokens.
+
+:class:`ChannelGPT` is a GPT-2 backbone (transformers ``GPT2Config`` / ``GPT2Model``,
+randomly initialised and trained by :func:`train_large_model`; nothing is
+downloaded) that generates channel realizations of a scene it is asked for.
+
+Tokens
+------
+A channel ``h [n_rx, n_sym, n_sc]`` is taken to the delay domain (an orthonormal
+inverse DFT over the subcarriers, per OFDM symbol). Token ``t`` is OFDM symbol
+``t``: its ``n_sc`` delay taps on every receive antenna, real and imaginary parts,
+``2 n_rx n_sc`` numbers, divided by a per-coordinate scale measured on the training
+data. A 14 x 72 SISO grid is 14 tokens of 144 numbers. Under the wide-sense-
+stationary uncorrelated-scattering model the taps of one symbol are nearly
+uncorrelated and their variances are the power-delay profile: the delay spread,
+which is what an estimator trained in one scene gets wrong in another. Successive
+symbols are strongly correlated (Doppler), which is what the autoregression over
+tokens carries.
+
+Sequence
+--------
+``[condition, pilots_1 .. pilots_P, sym_0, ..., sym_{S-2}]``: the output at each
+position predicts the next symbol as a diagonal Gaussian over its taps (mean and
+log-variance, trained with the Gaussian negative log-likelihood); generation
+samples symbol after symbol with the key/value cache. The first symbol is drawn
+from the condition alone (a Gaussian with the learned power-delay profile), the
+others from the symbols before them. Inputs are perturbed with a little noise in
+training so that generation, which feeds the model its own samples, does not drift.
+The prefix is
+
+Weights: ``models/large_model.safetensors`` (``ivsim.architecture =
+"large_model/channel_gpt"``), rebuilt by ``ivsim train large-model``; the model
+card ``models/large_model.md`` is generated from the file's metadata and
+:func:`generation_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ivsim.config.schema import LinkLevelProfile, PathLossRef, SystemLevelProfile, profile_hash
+from ivsim.errors import ModelError
+from ivsim.phy import ChannelSampler, GridSpec
+
+__all__ = [
+    "LARGE_MODEL_ARCHITECTURE",
+    "ChannelGPT",
+    "LargeModel",
+    "LargeModelConfig",
+    "condition_vector",
+    "from_tokens",
+    "generation_report",
+    "large_model_weights_path",
+    "nominal_delay_spread_s",
+    "power_delay_profile_db",
+    "to_tokens",
+    "train_large_model",
+    "training_profiles",
+]
+
+logger = logging.getLogger(__name__)
+
+Profile = SystemLevelProfile | LinkLevelProfile
+LARGE_MODEL_ARCHITECTURE = "large_model/channel_gpt"
+_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+# Median delay spreads at 3.5 GHz of the TR 38.901 V19.2 tables (see ../shared/notes/channel-mismatch.md).
+_MEDIAN_DS_S = {
+    ("umi", True): 40e-9,
+    ("umi", False): 97e-9,
+    ("uma", True): 78e-9,
+    ("uma", False): 286e-9,
+    ("rma", True): 32e-9,
+    ("rma", False): 37e-9,
+}
+_FAMILIES = ("umi", "uma", "rma", "tdl", "cdl")
+_VARIANTS = ("A", "B", "C", "D", "E")
+COND_DIM = len(_FAMILIES) + 1 + len(_VARIANTS) + 5
+"""Length of :func:`condition_vector`."""
+
+
+def large_model_weights_path(*, models_dir: str | Path | None = None) -> Path:
+    """``<models_dir>/large_model.safetensors`` (default the repository's ``models/``)."""
+    return Path(models_dir if models_dir is not None else _MODELS_DIR) / "large_model.safetensors"
+
+
+def nominal_delay_spread_s(profile: Profile) -> float:
+    """The profile's delay spread: stated for CDL/TDL, the TR 38.901 median at 3.5 GHz for UMi/UMa/RMa."""
+    if isinstance(profile, LinkLevelProfile):
+        return float(profile.delay_spread_s)
+    return _MEDIAN_DS_S[(profile.model, bool(profile.los))]
+
+
+def condition_vector(
+    profile: Profile, *, carrier_hz: float, speed_mps: torch.Tensor, distance_m: torch.Tensor
+) -> torch.Tensor:
+    """Conditioning features ``[B, COND_DIM]`` of a scene profile and per-item speed / distance.
+
+    Features: one-hot family (umi, uma, rma, tdl, cdl); line of sight (LOS variants D/E
+    count); one-hot CDL/TDL variant; ``log10(delay spread / 100 ns)``; K-factor / 20 dB;
+    ``log10(carrier / 3.5 GHz)``; speed / 20 m/s; distance / 300 m.
+    """
+    speed = torch.as_tensor(speed_mps, dtype=torch.float32).reshape(-1)
+    dist = torch.as_tensor(distance_m, dtype=torch.float32).reshape(-1).to(speed.device)
+    if dist.numel() == 1:
+        dist = dist.expand(speed.numel())
+    head = [0.0] * (len(_FAMILIES) + 1 + len(_VARIANTS))
+    head[_FAMILIES.index(profile.model)] = 1.0
+    if isinstance(profile, SystemLevelProfile):
+        los = bool(profile.los)
+        k_db = 0.0
+    else:
+        los = profile.variant in ("D", "E")
+        head[len(_FAMILIES) + 1 + _VARIANTS.index(profile.variant)] = 1.0
+        k_db = float(profile.k_factor_db) if profile.k_factor_db is not None else (13.3 if los else 0.0)
+    head[len(_FAMILIES)] = 1.0 if los else 0.0
+    head += [
+        math.log10(nominal_delay_spread_s(profile) / 100e-9),
+        k_db / 20.0,
+        math.log10(carrier_hz / 3.5e9),
+    ]
+    fixed = torch.tensor(head, dtype=torch.float32, device=speed.device).expand(speed.numel(), -1)
+    return torch.cat([fixed, (speed / 20.0)[:, None], (dist / 300.0)[:, None]], dim=1)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def to_tokens(h: torch.Tensor) -> torch.Tensor:
+    """Channels ``[B, n_rx, n_sym, n_sc]`` complex -> symbol tokens ``[B, n_sym, 2 n_rx n_sc]`` of delay taps (unscaled)."""
+    d = torch.fft.ifft(h, dim=-1, norm="ortho").permute(0, 2, 1, 3)  # [B, n_sym, n_rx, delay]
+    b, t = d.shape[:2]
+    return torch.cat([d.real.reshape(b, t, -1), d.imag.reshape(b, t, -1)], dim=-1).to(torch.float32)
+
+
+def from_tokens(x: torch.Tensor, n_rx: int, n_sc: int) -> torch.Tensor:
+    """Inverse of :func:`to_tokens`: ``[B, n_sym, 2 n_rx n_sc]`` -> ``[B, n_rx, n_sym, n_sc]`` complex64."""
+    b, t, f = x.shape
+    half = f // 2
+    d = torch.complex(x[..., :half], x[..., half:]).reshape(b, t, n_rx, n_sc).permute(0, 2, 1, 3)
+    return torch.fft.fft(d, dim=-1, norm="ortho").to(torch.complex64)
+
+
+def power_delay_profile_db(h: torch.Tensor) -> torch.Tensor:
+    """Mean power per delay tap ``[n_sc]`` in dB (relative to the total) of channels ``[B, n_rx, n_sym, n_sc]``."""
+    dd = torch.fft.ifft(h, dim=-1, norm="ortho")
+    p = dd.abs().pow(2).mean(dim=(0, 1, 2))
+    return 10.0 * torch.log10(p / p.sum()).clamp_min(-60.0)
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class LargeModelConfig:
+    """Architecture of :class:`ChannelGPT` (what shapes its tensors).
+
+    Attributes
+    ----------
+    num_ofdm_symbols, fft_size, num_rx_ant
+        The grid of the generated channels.
+    pilot_ofdm_symbol_indices
+        Where the uploaded pilot observations sit.
+    n_embd, n_layer, n_head
+        GPT-2 width, depth and heads.
+    pilot_tokens
+        Prefix tokens that carry the pilot observations.
+    """
+
+    num_ofdm_symbols: int = 14
+    fft_size: int = 72
+    num_rx_ant: int = 1
+    pilot_ofdm_symbol_indices: tuple[int, ...] = (2, 11)
+    n_embd: int = 192
+    n_layer: int = 4
+    n_head: int = 4
+    pilot_tokens: int = 2
+
+    @classmethod
+    def for_grid(cls, grid: GridSpec, **kw: Any) -> LargeModelConfig:
+        """The default architecture for ``grid``."""
+        return cls(
+            num_ofdm_symbols=grid.num_ofdm_symbols,
+            fft_size=grid.fft_size,
+            num_rx_ant=grid.num_rx_ant,
+            pilot_ofdm_symbol_indices=tuple(grid.pilot_ofdm_symbol_indices),
+            **kw,
+        )
+
+    @property
+    def token_dim(self) -> int:
+        """Numbers per symbol token."""
+        return 2 * self.num_rx_ant * self.fft_size
+
+    @property
+    def pilot_dim(self) -> int:
+        """Numbers of one pilot observation."""
+        return 2 * self.num_rx_ant * len(self.pilot_ofdm_symbol_indices) * self.fft_size
+
+    @property
+    def prefix_len(self) -> int:
+        """Condition token plus pilot tokens."""
+        return 1 + self.pilot_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able dict (stored in the weights)."""
+        d = dict(self.__dict__)
+        d["pilot_ofdm_symbol_indices"] = list(self.pilot_ofdm_symbol_indices)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> LargeModelConfig:
+        """Inverse of :meth:`to_json`."""
+        d = dict(d)
+        d["pilot_ofdm_symbol_indices"] = tuple(d["pilot_ofdm_symbol_indices"])
+        return cls(**d)
+
+
+_LOGVAR_RANGE = (-14.0, 6.0)
+
+
+class ChannelGPT(torch.nn.Module):
+    """GPT-2 over delay-tap tokens with a conditioning prefix and a Gaussian regression head.
+
+    Parameters
+    ----------
+    config
+        The architecture.
+    """
+
+    def __init__(self, config: LargeModelConfig) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2Model
+
+        self.config = config
+        d = config.n_embd
+        self.cond_in = torch.nn.Sequential(
+            torch.nn.Linear(COND_DIM, d), torch.nn.GELU(), torch.nn.Linear(d, d)
+        )
+        self.pilot_in = torch.nn.Linear(config.pilot_dim, config.pilot_tokens * d)
+        self.no_pilots = torch.nn.Parameter(torch.zeros(config.pilot_tokens, d))
+        self.tok_in = torch.nn.Linear(config.token_dim, d)
+        gpt_cfg = GPT2Config(
+            vocab_size=1,
+            bos_token_id=0,
+            eos_token_id=0,
+            n_positions=config.prefix_len + config.num_ofdm_symbols,
+            n_embd=d,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        self.gpt = GPT2Model(gpt_cfg)
+        self.head = torch.nn.Linear(d, 2 * config.token_dim)
+        # Per-coordinate scale of the tokens, measured on the training data (set by train_large_model).
+        self.register_buffer("token_scale", torch.ones(config.num_ofdm_symbols, config.token_dim))
+
+    def num_parameters(self) -> int:
+        """Trainable parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    def prefix(self, cond: torch.Tensor, pilots: torch.Tensor | None, has_pilots: torch.Tensor | None = None) -> torch.Tensor:
+        """Prefix embeddings ``[B, prefix_len, d]`` from ``cond [B, COND_DIM]`` and ``pilots [B, pilot_dim]``.
+
+        ``has_pilots [B]`` (bool) picks, per item, the pilot tokens or the learned
+        "no pilots" embedding; ``pilots=None`` means none for every item.
+        """
+        b = cond.shape[0]
+        c = self.cond_in(cond)[:, None]
+        none = self.no_pilots[None].expand(b, -1, -1)
+        if pilots is None:
+            p = none
+        else:
+            p = self.pilot_in(pilots).view(b, self.config.pilot_tokens, -1)
+            if has_pilots is not None:
+                p = torch.where(has_pilots.view(b, 1, 1), p, none)
+        return torch.cat([c, p], dim=1)
+
+    def forward(self, prefix: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced prediction of every symbol.
+
+        Parameters
+        ----------
+        prefix
+            ``[B, prefix_len, d]``.
+        tokens
+            ``[B, n_sym, token_dim]`` scaled tokens (the inputs; noise may have been added).
+
+        Returns
+        -------
+        mean, logvar : torch.Tensor
+            ``[B, n_sym, token_dim]`` each: the Gaussian of symbol ``t`` given the prefix and symbols ``< t``.
+        """
+        emb = torch.cat([prefix, self.tok_in(tokens[:, :-1])], dim=1)
+        out = self.gpt(inputs_embeds=emb).last_hidden_state[:, self.config.prefix_len - 1 :]
+        mean, logvar = self.head(out).chunk(2, dim=-1)
+        return mean, logvar.clamp(*_LOGVAR_RANGE)
+
+    @torch.no_grad()
+    def generate(self, prefix: torch.Tensor, *, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+        """Sample scaled tokens ``[B, n_sym, token_dim]`` one symbol after another (key/value cache)."""
+        past = None
+        x = prefix
+        taps = []
+        for _ in range(self.config.num_ofdm_symbols):
+            out = self.gpt(inputs_embeds=x, cache=past, use_cache=True)
+            past = out.past_key_values
+            mean, logvar = self.head(out.last_hidden_state[:, -1]).chunk(2, dim=-1)
+            std = torch.exp(0.5 * logvar.clamp(*_LOGVAR_RANGE)) * temperature
+            tok = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+            taps.append(tok)
+            x = self.tok_in(tok)[:, None]
+        return torch.stack(taps, dim=1)
+
+
+def _build(config: LargeModelConfig, seed: int) -> ChannelGPT:
+    """A :class:`ChannelGPT` initialised from ``torch.Generator(seed)``, the global RNG left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return ChannelGPT(config)
+
+
+# --------------------------------------------------------------------------- inference wrapper
+
+
+class LargeModel:
+    """The trained channel generator, loaded from safetensors.
+
+    Parameters
+    ----------
+    weights
+        Path or bare name (default ``models/large_model.safetensors``).
+    device
+        Device of the model.
+
+    Examples
+    --------
+    >>> lm = LargeModel()                                                     # doctest: +SKIP
+    >>> h = lm.generate(profile, 64, carrier_hz=3.5e9, speed_mps=12.0,
+    ...                 distance_m=150.0, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+    """
+
+    def __init__(self, weights: str | Path | None = None, *, device: str | torch.device = "cpu") -> None:
+        from ivsim.ai import zoo
+
+        path = zoo.resolve(weights) if weights is not None else large_model_weights_path()
+        cfg = zoo.read_config(path, architecture=LARGE_MODEL_ARCHITECTURE)
+        try:
+            self.config = LargeModelConfig.from_json(cfg)
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"{path}: large model config unreadable ({exc})"
+            raise ModelError(msg) from None
+        self.net = _build(self.config, 0)
+        zoo.load_into(self.net, path, architecture=LARGE_MODEL_ARCHITECTURE)
+        self.metadata = zoo.read_metadata(path)
+        self.path = path
+        self.device = torch.device(device)
+        self.net.to(self.device).eval()
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        """``(n_rx, n_sym, n_sc)`` of the generated channels."""
+        c = self.config
+        return (c.num_rx_ant, c.num_ofdm_symbols, c.fft_size)
+
+    def check_grid(self, grid: GridSpec) -> None:
+        """Raise :class:`ModelError` unless ``grid`` is the one the model generates."""
+        want = (grid.num_rx_ant, grid.num_ofdm_symbols, grid.fft_size)
+        if want != self.grid_shape:
+            msg = (
+                f"{self.path}: the large model generates {self.grid_shape[1]} x {self.grid_shape[2]} grids with "
+                f"{self.grid_shape[0]} rx antenna(s), not {want[1]} x {want[2]} with {want[0]}"
+            )
+            raise ModelError(msg)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        profile: Profile,
+        n: int,
+        *,
+        carrier_hz: float,
+        speed_mps: float | tuple[float, float],
+        distance_m: float | tuple[float, float] = (30.0, 300.0),
+        pilots: torch.Tensor | None = None,
+        generator: torch.Generator,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
+        """Generate ``n`` channels of a scene.
+
+        Parameters
+        ----------
+        profile
+            The target scene's channel profile.
+        n
+            Realizations.
+        carrier_hz
+            Carrier.
+        speed_mps, distance_m
+            The vehicle's speed and distance to its base station: one value, or a
+            ``(min, max)`` range drawn uniformly per realization.
+        pilots
+            ``[K, n_rx, n_pilot_sym, n_sc]`` complex LS observations at the pilots
+            uploaded by the vehicle; realization ``i`` is conditioned on observation
+            ``i mod K``. ``None``: generate from the condition alone.
+        generator
+            Draws speeds, distances and the samples (on the model's device).
+        batch_size
+            Realizations per generation pass.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[n, n_rx, n_sym, n_sc]`` complex64.
+        """
+        c = self.config
+        dev = self.device
+
+        def draw(v: float | tuple[float, float]) -> torch.Tensor:
+            if isinstance(v, tuple):
+                lo, hi = float(v[0]), float(v[1])
+                return lo + (hi - lo) * torch.rand(n, generator=generator, device=dev)
+            return torch.full((n,), float(v), device=dev)
+
+        speed, dist = draw(speed_mps), draw(distance_m)
+        cond = condition_vector(profile, carrier_hz=carrier_hz, speed_mps=speed, distance_m=dist).to(dev)
+        p_flat = None
+        if pilots is not None:
+            p = pilots.to(dev)
+            k = p.shape[0]
+            p_flat = _pilot_features(p)[torch.arange(n, device=dev) % k]
+        outs = []
+        for s in range(0, n, batch_size):
+            pf = p_flat[s : s + batch_size] if p_flat is not None else None
+            prefix = self.net.prefix(cond[s : s + batch_size], pf)
+            tok = self.net.generate(prefix, generator=generator)
+            outs.append(from_tokens(tok * self.net.token_scale, c.num_rx_ant, c.fft_size))
+        return torch.cat(outs)
+
+
+def _pilot_features(pilots: torch.Tensor) -> torch.Tensor:
+    """``[K, n_rx, n_pilot_sym, n_sc]`` complex -> ``[K, pilot_dim]`` real (scaled by sqrt(2))."""
+    k = pilots.shape[0]
+    return torch.cat([pilots.real.reshape(k, -1), pilots.imag.reshape(k, -1)], dim=1).to(torch.float32) * math.sqrt(2)
+
+
+def pilot_observations(
+    h: torch.Tensor, pilot_indices: Sequence[int], snr_db: float | torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """LS observations at the pilot symbols: ``h[..., pilots, :]`` plus complex noise of variance 1/SNR."""
+    hp = h[:, :, list(pilot_indices), :]
+    snr = torch.as_tensor(snr_db, dtype=torch.float32, device=h.device).reshape(-1, 1, 1, 1)
+    std = torch.pow(10.0, -snr / 20.0) / math.sqrt(2.0)
+    noise = torch.complex(
+        torch.randn(hp.shape, generator=generator, device=h.device),
+        torch.randn(hp.shape, generator=generator, device=h.device),
+    )
+    return (hp + std * noise).to(torch.complex64)
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def _variation(name: str, model: str, variant: str, ds_ns: float, k_db: float | None = None) -> tuple[str, Profile]:
+    pl = PathLossRef(model="umi", los=variant in ("D", "E"))
+    return name, LinkLevelProfile(
+        model=model, variant=variant, delay_spread_s=ds_ns * 1e-9, k_factor_db=k_db, pathloss=pl, note="variation"
+    )
+
+
+def training_profiles(scenario_files: Sequence[str | Path] | None = None) -> tuple[dict[str, Profile], dict[str, Profile]]:
+    """``(train, held_out)`` profiles by name.
+
+    ``train``: every profile of the shipped scenarios (``scenarios/*.yaml``, or
+    ``scenario_files``), keyed ``<scenario>/<profile>``, plus variations: the
+    UMi/UMa/RMa LOS/NLOS combinations they lack and TDL/CDL profiles scaled to
+    30-1000 ns. ``held_out``: profiles never trained on (TDL-C 600 ns, TDL-A 200 ns,
+    CDL-B 150 ns, TDL-D 300 ns), to measure how the generator extrapolates.
+    """
+    from ivsim.config.loader import load_scenario
+
+    if scenario_files is None:
+        scenario_files = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+    train: dict[str, Profile] = {}
+    seen: set[str] = set()
+    for f in scenario_files:
+        sc = load_scenario(f)
+        for name, prof in sc.profiles.items():
+            h = profile_hash(prof)
+            if h not in seen:
+                seen.add(h)
+                train[f"{sc.name}/{name}"] = prof
+    for model in ("umi", "uma", "rma"):
+        for los in (True, False):
+            p = SystemLevelProfile(model=model, los=los, note="variation")
+            if profile_hash(p) not in seen and not any(
+                isinstance(q, SystemLevelProfile) and q.model == model and q.los == los for q in train.values()
+            ):
+                train[f"variation/{model}_{'los' if los else 'nlos'}"] = p
+    for name, p in (
+        _variation("variation/tdl_a_30ns", "tdl", "A", 30),
+        _variation("variation/tdl_a_100ns", "tdl", "A", 100),
+        _variation("variation/tdl_a_300ns", "tdl", "A", 300),
+        _variation("variation/tdl_c_100ns", "tdl", "C", 100),
+        _variation("variation/tdl_c_300ns", "tdl", "C", 300),
+        _variation("variation/tdl_c_1000ns", "tdl", "C", 1000),
+        _variation("variation/tdl_d_30ns", "tdl", "D", 30, 9.0),
+        _variation("variation/tdl_d_100ns", "tdl", "D", 100, 13.3),
+        _variation("variation/cdl_c_300ns", "cdl", "C", 300),
+    ):
+        train[name] = p
+    held = dict(
+        [
+            _variation("held_out/tdl_c_600ns", "tdl", "C", 600),
+            _variation("held_out/tdl_a_200ns", "tdl", "A", 200),
+            _variation("held_out/cdl_b_150ns", "cdl", "B", 150),
+            _variation("held_out/tdl_d_300ns", "tdl", "D", 300, 6.0),
+        ]
+    )
+    return train, held
+
+
+def _draw(
+    sampler: ChannelSampler, n: int, *, speed_range_mps: tuple[float, float], gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` channels with their speeds and distances (one distance band per call)."""
+    lo, hi = speed_range_mps
+    speed = lo + (hi - lo) * torch.rand(n, generator=gen)
+    d = 30.0 + 270.0 * float(torch.rand((), generator=gen))
+    sampler.distance_m = (d, d)
+    h = sampler.sample(n, speed_mps=speed, generator=gen)
+    return h, speed, torch.full((n,), d)
+
+
+def train_large_model(
+    *,
+    grid: GridSpec | None = None,
+    carrier_hz: float = 3.5e9,
+    profiles: Mapping[str, Profile] | None = None,
+    steps: int = 4000,
+    batch_size: int = 128,
+    speed_range_mps: tuple[float, float] = (0.0, 35.0),
+    pilot_snr_range_db: tuple[float, float] = (0.0, 25.0),
+    pilot_prob: float = 0.5,
+    input_noise: float = 0.05,
+    per_profile: int = 1024,
+    refresh_every: int = 25,
+    refresh_size: int = 128,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    lr: float = 1e-3,
+    config: LargeModelConfig | None = None,
+    checkpoint_every: int = 100,
+    time_budget_s: float | None = None,
+    num_threads: int | None = 1,
+    log_every: int = 50,
+    fp16: bool = True,
+) -> dict[str, Any]:
+    """Train the channel generator and save ``large_model.safetensors``.
+
+    Parameters
+    ----------
+    grid
+        The resource grid of the generated channels.
+    carrier_hz
+        Carrier of the training channels.
+    profiles
+        Training profiles by name; default ``training_profiles()[0]``.
+    steps
+        Optimizer steps.
+    batch_size
+        Channels per step (drawn from one profile's pool per item, profiles uniform).
+    speed_range_mps
+        Speeds drawn uniformly per channel.
+    pilot_snr_range_db
+        SNRs of the pilot observations shown with probability ``pilot_prob``.
+    per_profile
+        Channels per profile in the pool; ``refresh_size`` of one profile's are redrawn
+        every ``refresh_every`` steps (round robin).
+    seed
+        Seed of everything (initialisation, channels, batches).
+    out_dir
+        Folder of the weights and ``checkpoints/``; default ``models/``.
+    resume
+        Continue from the checkpoint in ``out_dir``.
+    progress
+        Show a rich progress bar.
+    lr
+        Peak AdamW learning rate (100 warm-up steps, cosine to 5 %).
+    config
+        Architecture (default :meth:`LargeModelConfig.for_grid`).
+    checkpoint_every
+        Steps between checkpoints.
+    time_budget_s
+        Stop (after a checkpoint) once this much wall time is spent (resumed time counts).
+    num_threads
+        torch threads during training (restored after).
+    log_every
+        Steps per ``loss_curve`` entry.
+    fp16
+        Store the weights in float16.
+
+    Returns
+    -------
+    dict
+        ``path``, ``steps``, ``train_time_s``, ``num_parameters``, ``weight_bytes``,
+        ``final_loss``, ``loss_curve``, ``profiles``.
+    """
+    from ivsim.ai import zoo
+    from ivsim.ai.estimator_train import load_checkpoint, save_checkpoint
+
+    grid = grid if grid is not None else GridSpec()
+    profiles = dict(profiles) if profiles is not None else training_profiles()[0]
+    out = Path(out_dir) if out_dir is not None else large_model_weights_path().parent
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        cfg = config if config is not None else LargeModelConfig.for_grid(grid)
+        net = _build(cfg, seed)
+        net.train()
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+        warm = 100
+
+        def lr_at(step: int) -> float:
+            if step < warm:
+                return lr * (step + 1) / warm
+            frac = (step - warm) / max(1, steps - warm)
+            return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+        state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": []}
+        if resume:
+            loaded = load_checkpoint(out, "large_model", net, opt, gen)
+            if loaded is not None:
+                state = loaded
+                logger.info("resuming the large model from step %d", state["step"])
+        names = list(profiles)
+        samplers = [ChannelSampler(profiles[k], grid, carrier_hz=carrier_hz) for k in names]
+        conds, pools, t_pool = [], [], time.perf_counter()
+        for k, s in zip(names, samplers, strict=True):
+            hs, sp, ds = [], [], []
+            for i in range(0, per_profile, 256):
+                h, v, d = _draw(s, min(256, per_profile - i), speed_range_mps=speed_range_mps, gen=gen)
+                hs.append(h)
+                sp.append(v)
+                ds.append(d)
+            pools.append(torch.cat(hs))
+            conds.append((torch.cat(sp), torch.cat(ds)))
+            logger.info("pool of %s drawn", k)
+        logger.info("channel pools of %d profiles drawn in %.1f s", len(names), time.perf_counter() - t_pool)
+        if int(state["step"]) == 0:
+            tok = torch.cat([to_tokens(p) for p in pools])
+            net.token_scale.copy_(tok.pow(2).mean(0).sqrt().clamp_min(1e-3))
+        scale = net.token_scale
+        n_prof, oldest, refresh_prof = len(names), [0] * len(names), 0
+        pilot_idx = list(cfg.pilot_ofdm_symbol_indices)
+        t0 = time.perf_counter() - float(state["elapsed_s"])
+        window: list[float] = []
+        bar = None
+        if progress:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            bar = Progress(
+                TextColumn("large model"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} nll {task.fields[loss]:.3f}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            bar.start()
+            task = bar.add_task("train", total=steps, completed=state["step"], loss=float("nan"))
+        step = int(state["step"])
+        try:
+            while step < steps:
+                if step > 0 and step % refresh_every == 0:
+                    j = refresh_prof
+                    h, v, d = _draw(samplers[j], refresh_size, speed_range_mps=speed_range_mps, gen=gen)
+                    idx = (torch.arange(refresh_size) + oldest[j]) % per_profile
+                    pools[j][idx] = h
+                    conds[j][0][idx] = v
+                    conds[j][1][idx] = d
+                    oldest[j] = (oldest[j] + refresh_size) % per_profile
+                    refresh_prof = (refresh_prof + 1) % n_prof
+                which = torch.randint(0, n_prof, (batch_size,), generator=gen)
+                item = torch.randint(0, per_profile, (batch_size,), generator=gen)
+                h = torch.stack([pools[int(w)][int(i)] for w, i in zip(which, item, strict=True)])
+                cond = torch.cat(
+                    [
+                        condition_vector(
+                            profiles[names[int(w)]],
+                            carrier_hz=carrier_hz,
+                            speed_mps=conds[int(w)][0][int(i)].reshape(1),
+                            distance_m=conds[int(w)][1][int(i)].reshape(1),
+                        )
+                        for w, i in zip(which, item, strict=True)
+                    ]
+                )
+                lo, hi = pilot_snr_range_db
+                snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen)
+                pil = _pilot_features(pilot_observations(h, pilot_idx, snr, gen))
+                has = torch.rand(batch_size, generator=gen) < pilot_prob
+                x = to_tokens(h) / scale
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step)
+                x_in = x + input_noise * torch.randn(x.shape, generator=gen)
+                mean, logvar = net(net.prefix(cond, pil, has), x_in)
+                loss = 0.5 * (logvar + (x - mean).pow(2) * torch.exp(-logvar)).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                step += 1
+                window.append(float(loss.detach()))
+                over = time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s
+                if len(window) == log_every or step == steps or over:
+                    state["losses"].append(sum(window) / len(window))
+                    logger.info("step %d nll %.4f (%.0f s)", step, state["losses"][-1], time.perf_counter() - t0)
+                    window = []
+                if bar is not None:
+                    bar.update(task, completed=step, loss=float(loss.detach()))
+                if step % checkpoint_every == 0 or step == steps or over:
+                    state.update(step=step, elapsed_s=time.perf_counter() - t0, seed=seed, steps_target=steps)
+                    save_checkpoint(out, "large_model", net, opt, gen, state)
+                if over:
+                    logger.info("time budget reached at step %d", step)
+                    break
+        finally:
+            if bar is not None:
+                bar.stop()
+        train_time = time.perf_counter() - t0
+        meta = {
+            "ivsim.carrier_hz": str(carrier_hz),
+            "ivsim.profiles": json.dumps(names),
+            "ivsim.speed_range_mps": json.dumps(list(speed_range_mps)),
+            "ivsim.train_steps": str(step),
+            "ivsim.batch_size": str(batch_size),
+            "ivsim.seed": str(seed),
+            "ivsim.train_time_s": f"{train_time:.0f}",
+            "ivsim.final_nll": f"{state['losses'][-1]:.4f}" if state["losses"] else "nan",
+            "ivsim.threads": str(torch.get_num_threads()),
+        }
+        path = zoo.save_weights(
+            net.state_dict(),
+            out / "large_model.safetensors",
+            architecture=LARGE_MODEL_ARCHITECTURE,
+            config=cfg.to_json(),
+            dtype=torch.float16 if fp16 else None,
+            metadata=meta,
+        )
+        return {
+            "path": str(path),
+            "steps": step,
+            "train_time_s": train_time,
+            "num_parameters": net.num_parameters(),
+            "weight_bytes": path.stat().st_size,
+            "final_loss": state["losses"][-1] if state["losses"] else float("nan"),
+            "loss_curve": list(state["losses"]),
+            "profiles": names,
+        }
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+# --------------------------------------------------------------------------- how close is generated to real
+
+
+@torch.no_grad()
+def generation_report(
+    model: LargeModel,
+    profiles: Mapping[str, Profile],
+    *,
+    grid: GridSpec | None = None,
+    carrier_hz: float = 3.5e9,
+    speed_range_mps: tuple[float, float] = (3.0, 20.0),
+    n: int = 512,
+    seed: int = 7,
+) -> list[dict[str, Any]]:
+    """Compare generated and real channels of each profile.
+
+    Returns one row per profile: ``profile``, ``pdp_rmse_db`` (RMS difference of the
+    power-delay profiles over taps within 30 dB of the strongest, real vs generated),
+    ``rms_delay_real_ns`` / ``rms_delay_gen_ns`` (RMS delay spread of the grid's
+    power-delay profile), ``freq_corr_real`` / ``freq_corr_gen`` (mean correlation of
+    adjacent-but-three subcarriers, |E[h_k h*_{k+3}]| / E|h|^2) and ``power_gen``
+    (mean |h|^2 of generated channels; real channels have 1).
+    """
+    grid = grid if grid is not None else GridSpec()
+    rows = []
+    tap_s = 1.0 / (grid.fft_size * grid.subcarrier_spacing_hz)
+    for k, (name, prof) in enumerate(profiles.items()):
+        gen = torch.Generator().manual_seed(seed + k)
+        real = ChannelSampler(prof, grid, carrier_hz=carrier_hz).sample(n, speed_mps=speed_range_mps, generator=gen)
+        fake = model.generate(
+            prof, n, carrier_hz=carrier_hz, speed_mps=speed_range_mps, generator=gen
+        )
+        pr, pf = power_delay_profile_db(real), power_delay_profile_db(fake)
+        keep = pr > pr.max() - 30.0
+        taps = torch.arange(grid.fft_size, dtype=torch.float32)
+        taps = torch.where(taps < grid.fft_size / 2, taps, taps - grid.fft_size)  # cyclic: negative delays
+
+        def rms_ns(p_db: torch.Tensor) -> float:
+            p = torch.pow(10.0, p_db / 10.0)
+            m = (p * taps).sum() / p.sum()
+            return float(((p * (taps - m) ** 2).sum() / p.sum()).sqrt() * tap_s * 1e9)
+
+        def corr(h: torch.Tensor) -> float:
+            c = (h[..., :-3] * h[..., 3:].conj()).mean()
+            return float(c.abs() / h.abs().pow(2).mean())
+
+        rows.append(
+            {
+                "profile": name,
+                "pdp_rmse_db": float((pr - pf)[keep].pow(2).mean().sqrt()),
+                "rms_delay_real_ns": rms_ns(pr),
+                "rms_delay_gen_ns": rms_ns(pf),
+                "freq_corr_real": corr(real),
+                "freq_corr_gen": corr(fake),
+                "power_gen": float(fake.abs().pow(2).mean()),
+            }
+        )
+    return rows
