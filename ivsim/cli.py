@@ -160,7 +160,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tl = train_sub.add_parser(
         "large-model", help="train the cloud's GPT-2 channel generator; writes OUT/large_model.safetensors"
     )
-    tl.add_argument("--steps", type=int, default=4000, help="optimiser steps (default 4000, the shipped recipe)")
+    tl.add_argument("--steps", type=int, default=3000, help="optimiser steps (default 3000, the shipped recipe)")
     tl.add_argument("--batch", type=int, default=128, help="channels per step (default 128)")
     tl.add_argument("--seed", type=int, default=0)
     tl.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the repo's models/)")
@@ -212,9 +212,9 @@ def _build_parser() -> argparse.ArgumentParser:
     er.add_argument("--scenario", default=None, help="scenario YAML (default the shipped default scenario)")
     er.add_argument(
         "--pairs", default=None,
-        help="comma list FROM:TO (default: every ordered pair of the scenario's scenes, or the bridge pair with --quick)",
+        help="comma list FROM:TO (default: every ordered pair of the scenario's scenes)",
     )  # fmt: skip
-    er.add_argument("--samples", default=None, help="N grid, comma list (default 64,256; --full 16,64,256,1024)")
+    er.add_argument("--samples", default=None, help="N grid, comma list (default 256; --full 16,64,256,1024)")
     er.add_argument("--steps", default=None, help="K grid, comma list (default 25,100; --full 10,25,100,400)")
     er.add_argument("--full", action="store_true", help="the full N x K grid")
     er.add_argument("--no-real", action="store_true", help="skip the same recipe on real channels")
@@ -601,7 +601,7 @@ def _cmd_eval_refine(args: argparse.Namespace) -> int:
                 msg = f"--pairs {item!r}: FROM:TO with two different scenes of {scenario.name} (allowed: {', '.join(scenes)})"
                 raise IvsimError(msg)
             pairs.append((a, b))
-    samples = _int_list("--samples", args.samples or ("16,64,256,1024" if args.full else "64,256"), 1, 4096)
+    samples = _int_list("--samples", args.samples or ("16,64,256,1024" if args.full else "256"), 1, 4096)
     steps = _int_list("--steps", args.steps or ("10,25,100,400" if args.full else "25,100"), 1, 5000)
     import torch
 

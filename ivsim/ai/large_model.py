@@ -20,8 +20,9 @@ tokens carries.
 Sequence
 --------
 ``[condition, pilots_1 .. pilots_P, sym_0, ..., sym_{S-2}]``: the output at each
-position predicts the next symbol as a diagonal Gaussian over its taps (mean and
-log-variance, trained with the Gaussian negative log-likelihood); generation
+position predicts the next symbol as a diagonal Gaussian over its taps (the mean as a
+change from the symbol before, and a log-variance; trained with the Gaussian
+negative log-likelihood); generation
 samples symbol after symbol with the key/value cache. The first symbol is drawn
 from the condition alone (a Gaussian with the learned power-delay profile), the
 others from the symbols before them. Inputs are perturbed with a little noise in
@@ -36,11 +37,13 @@ card ``models/large_model.md`` is generated from the file's metadata and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,26 +305,49 @@ class ChannelGPT(torch.nn.Module):
         mean, logvar : torch.Tensor
             ``[B, n_sym, token_dim]`` each: the Gaussian of symbol ``t`` given the prefix and symbols ``< t``.
         """
-        emb = torch.cat([prefix, self.tok_in(tokens[:, :-1])], dim=1)
+        emb = torch.cat([prefix, self.tok_in(tokens[:, :-1]) + prefix[:, :1]], dim=1)
         out = self.gpt(inputs_embeds=emb).last_hidden_state[:, self.config.prefix_len - 1 :]
-        mean, logvar = self.head(out).chunk(2, dim=-1)
-        return mean, logvar.clamp(*_LOGVAR_RANGE)
+        delta, logvar = self.head(out).chunk(2, dim=-1)
+        prev = torch.cat([torch.zeros_like(tokens[:, :1]), tokens[:, :-1]], dim=1)
+        return prev + delta, logvar.clamp(*_LOGVAR_RANGE)
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, *, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
         """Sample scaled tokens ``[B, n_sym, token_dim]`` one symbol after another (key/value cache)."""
+        with _quiet_transformers():
+            return self._generate(prefix, generator=generator, temperature=temperature)
+
+    def _generate(self, prefix: torch.Tensor, *, generator: torch.Generator, temperature: float) -> torch.Tensor:
         past = None
         x = prefix
+        cond = prefix[:, :1]
         taps = []
+        prev = torch.zeros(prefix.shape[0], self.config.token_dim, device=prefix.device)
         for _ in range(self.config.num_ofdm_symbols):
             out = self.gpt(inputs_embeds=x, cache=past, use_cache=True)
             past = out.past_key_values
-            mean, logvar = self.head(out.last_hidden_state[:, -1]).chunk(2, dim=-1)
+            delta, logvar = self.head(out.last_hidden_state[:, -1]).chunk(2, dim=-1)
+            mean = prev + delta
             std = torch.exp(0.5 * logvar.clamp(*_LOGVAR_RANGE)) * temperature
             tok = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
             taps.append(tok)
-            x = self.tok_in(tok)[:, None]
+            prev = tok
+            x = self.tok_in(tok)[:, None] + cond
         return torch.stack(taps, dim=1)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' deprecation chatter about its own cache argument names while generating."""
+    hf = logging.getLogger("transformers")
+    level = hf.level
+    hf.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf.setLevel(level)
 
 
 def _build(config: LargeModelConfig, seed: int) -> ChannelGPT:
@@ -396,6 +422,7 @@ class LargeModel:
         pilots: torch.Tensor | None = None,
         generator: torch.Generator,
         batch_size: int = 256,
+        normalize: bool = True,
     ) -> torch.Tensor:
         """Generate ``n`` channels of a scene.
 
@@ -418,6 +445,11 @@ class LargeModel:
             Draws speeds, distances and the samples (on the model's device).
         batch_size
             Realizations per generation pass.
+        normalize
+            Rescale the ``n`` channels to unit mean power per resource element, the
+            normalisation of the training channels (sampling symbol after symbol
+            drifts in power for rich profiles: ``models/large_model.md`` reports the
+            raw power). The shape of the power-delay profile is left as generated.
 
         Returns
         -------
@@ -446,7 +478,10 @@ class LargeModel:
             prefix = self.net.prefix(cond[s : s + batch_size], pf)
             tok = self.net.generate(prefix, generator=generator)
             outs.append(from_tokens(tok * self.net.token_scale, c.num_rx_ant, c.fft_size))
-        return torch.cat(outs)
+        h = torch.cat(outs)
+        if normalize:
+            h = h / h.abs().pow(2).mean().sqrt().clamp_min(1e-12)
+        return h
 
 
 def _pilot_features(pilots: torch.Tensor) -> torch.Tensor:
@@ -548,12 +583,13 @@ def train_large_model(
     grid: GridSpec | None = None,
     carrier_hz: float = 3.5e9,
     profiles: Mapping[str, Profile] | None = None,
-    steps: int = 4000,
+    steps: int = 3000,
     batch_size: int = 128,
     speed_range_mps: tuple[float, float] = (0.0, 35.0),
     pilot_snr_range_db: tuple[float, float] = (0.0, 25.0),
     pilot_prob: float = 0.5,
-    input_noise: float = 0.05,
+    input_noise: float = 0.02,
+    first_weight: float = 13.0,
     per_profile: int = 1024,
     refresh_every: int = 25,
     refresh_size: int = 128,
@@ -718,7 +754,8 @@ def train_large_model(
                     g["lr"] = lr_at(step)
                 x_in = x + input_noise * torch.randn(x.shape, generator=gen)
                 mean, logvar = net(net.prefix(cond, pil, has), x_in)
-                loss = 0.5 * (logvar + (x - mean).pow(2) * torch.exp(-logvar)).mean()
+                nll = 0.5 * (logvar + (x - mean).pow(2) * torch.exp(-logvar)).mean(dim=(0, 2))
+                loss = (first_weight * nll[0] + nll[1:].sum()) / (first_weight + len(nll) - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -796,7 +833,8 @@ def generation_report(
     ``rms_delay_real_ns`` / ``rms_delay_gen_ns`` (RMS delay spread of the grid's
     power-delay profile), ``freq_corr_real`` / ``freq_corr_gen`` (mean correlation of
     adjacent-but-three subcarriers, |E[h_k h*_{k+3}]| / E|h|^2) and ``power_gen``
-    (mean |h|^2 of generated channels; real channels have 1).
+    (mean |h|^2 of the generated channels before the normalisation of
+    :meth:`LargeModel.generate`; real channels have 1).
     """
     grid = grid if grid is not None else GridSpec()
     rows = []
@@ -805,7 +843,7 @@ def generation_report(
         gen = torch.Generator().manual_seed(seed + k)
         real = ChannelSampler(prof, grid, carrier_hz=carrier_hz).sample(n, speed_mps=speed_range_mps, generator=gen)
         fake = model.generate(
-            prof, n, carrier_hz=carrier_hz, speed_mps=speed_range_mps, generator=gen
+            prof, n, carrier_hz=carrier_hz, speed_mps=speed_range_mps, generator=gen, normalize=False
         )
         pr, pf = power_delay_profile_db(real), power_delay_profile_db(fake)
         keep = pr > pr.max() - 30.0

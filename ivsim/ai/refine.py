@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,7 @@ def lora_finetune(
     steps: int,
     rank: int = 8,
     alpha: float | None = None,
-    lr: float = 2e-3,
+    lr: float = 1e-3,
     batch_size: int = 32,
     snr_range_db: tuple[float, float] = (-5.0, 25.0),
     generator: torch.Generator,
@@ -175,7 +176,7 @@ def lora_finetune(
     rank, alpha
         LoRA rank and scaling (``alpha`` defaults to ``rank``).
     lr
-        Adam learning rate (constant after 10 warm-up steps).
+        Peak Adam learning rate (10 warm-up steps, then a cosine decay to 10 %).
     batch_size
         Channels per step (drawn with replacement from ``channels``).
     snr_range_db
@@ -219,8 +220,10 @@ def lora_finetune(
     h_all = channels.to("cpu")
     n = h_all.shape[0]
     for step in range(int(steps)):
+        warm = min(1.0, (step + 1) / 10)
+        decay = 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * step / max(1, int(steps))))
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 10)
+            g["lr"] = lr * warm * decay
         h = h_all[torch.randint(0, n, (batch_size,), generator=generator)]
         loss = ddpm_loss(net, sched, h, snr_range_db, mapper, ls, generator)
         opt.zero_grad(set_to_none=True)

@@ -161,7 +161,8 @@ def _refine(
             obs = pilot_observations(h_obs, grid.pilot_ofdm_symbol_indices, 10.0, gen)
         h = lm.generate(profile, samples, carrier_hz=carrier_hz, speed_mps=speed_range_mps, pilots=obs, generator=gen)
     lm_s = time.perf_counter() - t0
-    aid = adapter_id_for(weights_id(base.path), profile_hash(profile), samples, steps, rank, seed)
+    made_from = f"{weights_id(base.path)}+{weights_id(lm.path) if lm is not None else 'real'}+p{pilots}"
+    aid = adapter_id_for(made_from, profile_hash(profile), samples, steps, rank, seed)
     t0 = time.perf_counter()
     adapter = lora_finetune(
         base, h, steps=steps, rank=rank, generator=gen,
@@ -256,7 +257,7 @@ def eval_refine(
     scenario: Scenario,
     pairs: Sequence[tuple[str, str]],
     *,
-    samples_grid: Sequence[int] = (64, 256),
+    samples_grid: Sequence[int] = (256,),
     steps_grid: Sequence[int] = (25, 100),
     rank: int | None = None,
     snr_db: float = 10.0,
@@ -315,11 +316,13 @@ def eval_refine(
                         v = nm(apply_adapter(base, ad))
                         bud = standalone_budget(scenario, samples=n_s, steps=k, rank=rank, pilots=0,
                                                 adapter_bytes=ad.num_bytes, sinr_db=10.0)  # fmt: skip
+                        lm_priced = bud["lm_infer_s"] if data == "generated" else 0.0  # real data: nothing generated
                         rows.append({
                             "from": a, "to": b, "samples": n_s, "steps": k, "data": data, "snr_db": snr_db,
                             "nmse_db": v, "before_nmse_db": before, "oracle_nmse_db": orc, "gain_db": before - v,
-                            "lm_infer_s": bud["lm_infer_s"] if data == "generated" else 0.0,
-                            "finetune_s": bud["finetune_s"], "gpu_s": bud["gpu_s"], "total_s": bud["total_s"],
+                            "lm_infer_s": lm_priced, "finetune_s": bud["finetune_s"],
+                            "gpu_s": bud["gpu_s"] - bud["lm_infer_s"] + lm_priced,
+                            "total_s": bud["total_s"] - bud["lm_infer_s"] + lm_priced,
                             "adapter_bytes": ad.num_bytes, "wall_lm_infer_s": lm_s, "wall_finetune_s": ft_s,
                         })  # fmt: skip
                         bar.update()
@@ -420,7 +423,8 @@ def write_refine_section(path: str | Path, bench: dict[str, Any]) -> Path:
     )
     header = [ln for ln in path.read_text().splitlines() if ln.startswith("#")] if path.is_file() else []
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(header) + ("\n" if header else "") + yaml.safe_dump(data, sort_keys=False, width=120))
+    body = yaml.safe_dump(data, sort_keys=False, width=120, default_flow_style=None)
+    path.write_text("\n".join(header) + ("\n" if header else "") + body)
     return path
 
 

@@ -89,6 +89,7 @@ class NeuralRefiner:
             msg = f"{weights}: large model weights not found (rebuild them: ivsim train large-model)"
             raise ModelError(msg)
         self.large_model = LargeModel(weights, device="cpu")
+        self.large_model_id = weights_id(self.large_model.path)
         self.large_model.check_grid(evaluator.grid)
         self.seed = int(seed)
         self.cache_dir = Path(spec.cache_dir) if getattr(spec, "cache_dir", None) else None
@@ -112,22 +113,22 @@ class NeuralRefiner:
         return self._base_ids[scene]
 
     def adapter_id(self, request: Any) -> str:
-        """The cache key of ``request``: base weights, target profile, N, K, rank and seed."""
+        """The cache key of ``request``: base weights, large model, target profile, N, K, rank, pilots and seed."""
+        if request.target_scene not in self.scenario.scenes:
+            msg = f"unknown target scene {request.target_scene!r} (allowed: {', '.join(self.scene_names)})"
+            raise ModelError(msg)
         target = self.scenario.profiles[self.scenario.scenes[request.target_scene].profile]
+        made_from = f"{self._base_id(request.base_scene)}+{self.large_model_id}+p{request.pilots}"
         return adapter_id_for(
-            self._base_id(request.base_scene), profile_hash(target), request.samples, request.steps, request.rank,
-            request.seed,
-        )  # fmt: skip
+            made_from, profile_hash(target), request.samples, request.steps, request.rank, request.seed
+        )
 
     def refine(self, request: Any) -> Any:
         """Generate, fine-tune, merge and register; returns the :class:`~ivsim.refine.service.RefineWork`."""
         from ivsim.refine.service import RefineWork
 
-        if request.target_scene not in self.scenario.scenes:
-            msg = f"unknown target scene {request.target_scene!r} (allowed: {', '.join(self.scene_names)})"
-            raise ModelError(msg)
-        base = self._base(request.base_scene)
         aid = self.adapter_id(request)
+        base = self._base(request.base_scene)
         scene = self.scenario.scenes[request.target_scene]
         profile = self.scenario.profiles[scene.profile]
         lm_s = ft_s = 0.0

@@ -407,9 +407,12 @@ def test_bad_refinement_settings_are_load_errors(override: str, field: str, word
     assert f": {field}: " in problem and words in problem
 
 
-def test_default_refinement_section_is_off() -> None:
-    scenario = load_scenario(DEFAULT_SCENARIO, overrides=ANALYTIC)
-    spec = scenario.refinement
+def test_refinement_is_off_unless_a_scenario_asks() -> None:
+    from ivsim.config.schema import RefinementSpec
+
+    assert load_scenario(DEFAULT_SCENARIO.parent / "helsinki.yaml").refinement == RefinementSpec()
+    assert load_scenario(DEFAULT_SCENARIO, overrides=ANALYTIC).refinement.policy.kind == "reactive"
+    spec = RefinementSpec()
     assert (spec.policy.kind, spec.samples, spec.steps, spec.lora_rank, spec.upload_pilots) == ("never", 256, 100, 8, 0)
     assert (spec.request_bytes, spec.latency, spec.latency_profile, spec.assumed, spec.cache_dir) == (
         512, "profile", "cpu", None, None,
