@@ -52,7 +52,16 @@ from ivsim.config.schema import profile_hash
 from ivsim.errors import ModelError
 from ivsim.phy import ChannelSampler, GridSpec, LSEstimator, OfdmMapper, apply_channel, nmse_db
 
-__all__ = ["ddpm_loss", "eval_estimators", "load_checkpoint", "received_qpsk", "save_checkpoint", "train_estimator"]
+__all__ = [
+    "ddpm_loss",
+    "eval_estimators",
+    "load_checkpoint",
+    "received_qpsk",
+    "save_checkpoint",
+    "train_estimator",
+    "training_progress",
+    "warmup_cosine_lr",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +113,29 @@ def ddpm_loss(
     pred = net(x_t, t, cond)
     target = x0 if cfg.prediction_type == "sample" else noise
     return (pred - target)[..., : cfg.num_ofdm_symbols, : cfg.fft_size].pow(2).mean()
+
+
+def warmup_cosine_lr(step: int, *, lr: float, steps: int, warm: int, floor: float = 0.05) -> float:
+    """Learning rate at ``step``: linear warm-up over ``warm`` steps, then cosine decay to ``floor * lr``."""
+    if step < warm:
+        return lr * (step + 1) / warm
+    frac = (step - warm) / max(1, steps - warm)
+    return lr * (floor + (1.0 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def training_progress(label: str, *, steps: int, done: int, metric: str, fmt: str) -> tuple[Any, Any]:
+    """A started rich progress bar ``label  done/steps metric value  elapsed  remaining``; returns ``(bar, task)``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} " + metric + " {task.fields[loss]:" + fmt + "}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    bar.start()
+    return bar, bar.add_task("train", total=steps, completed=done, loss=float("nan"))
 
 
 def _ckpt_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -296,13 +328,6 @@ def train_estimator(
         )
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
-        warm = 50
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return lr * (step + 1) / warm
-            frac = (step - warm) / max(1, steps - warm)
-            return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
         state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": []}
         if resume:
@@ -321,19 +346,9 @@ def train_estimator(
         oldest = 0
         t0 = time.perf_counter() - float(state["elapsed_s"])
         window: list[float] = []
-        bar = None
+        bar = task = None
         if progress:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            bar = Progress(
-                TextColumn(f"estimator {scene}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            bar.start()
-            task = bar.add_task("train", total=steps, completed=state["step"], loss=float("nan"))
+            bar, task = training_progress(f"estimator {scene}", steps=steps, done=state["step"], metric="loss", fmt=".4f")
         try:
             step = int(state["step"])
             while step < steps:
@@ -344,7 +359,7 @@ def train_estimator(
                     oldest = (oldest + k) % pool_size
                 h = pool[torch.randint(0, pool_size, (batch_size,), generator=gen)]
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(step)
+                    g["lr"] = warmup_cosine_lr(step, lr=lr, steps=steps, warm=50)
                 loss = ddpm_loss(net, sched, h, snr_range_db, mapper, ls, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -656,7 +656,7 @@ def train_large_model(
         ``final_loss``, ``loss_curve``, ``profiles``.
     """
     from ivsim.ai import zoo
-    from ivsim.ai.estimator_train import load_checkpoint, save_checkpoint
+    from ivsim.ai.estimator_train import load_checkpoint, save_checkpoint, training_progress, warmup_cosine_lr
 
     grid = grid if grid is not None else GridSpec()
     profiles = dict(profiles) if profiles is not None else training_profiles()[0]
@@ -670,13 +670,6 @@ def train_large_model(
         net.train()
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
-        warm = 100
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return lr * (step + 1) / warm
-            frac = (step - warm) / max(1, steps - warm)
-            return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
         state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": []}
         if resume:
@@ -706,19 +699,9 @@ def train_large_model(
         pilot_idx = list(cfg.pilot_ofdm_symbol_indices)
         t0 = time.perf_counter() - float(state["elapsed_s"])
         window: list[float] = []
-        bar = None
+        bar = task = None
         if progress:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            bar = Progress(
-                TextColumn("large model"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} nll {task.fields[loss]:.3f}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            bar.start()
-            task = bar.add_task("train", total=steps, completed=state["step"], loss=float("nan"))
+            bar, task = training_progress("large model", steps=steps, done=state["step"], metric="nll", fmt=".3f")
         step = int(state["step"])
         try:
             while step < steps:
@@ -751,7 +734,7 @@ def train_large_model(
                 has = torch.rand(batch_size, generator=gen) < pilot_prob
                 x = to_tokens(h) / scale
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(step)
+                    g["lr"] = warmup_cosine_lr(step, lr=lr, steps=steps, warm=100)
                 x_in = x + input_noise * torch.randn(x.shape, generator=gen)
                 mean, logvar = net(net.prefix(cond, pil, has), x_in)
                 nll = 0.5 * (logvar + (x - mean).pow(2) * torch.exp(-logvar)).mean(dim=(0, 2))
@@ -859,6 +842,9 @@ def generation_report(
             c = (h[..., :-3] * h[..., 3:].conj()).mean()
             return float(c.abs() / h.abs().pow(2).mean())
 
+        def slot_change_db(h: torch.Tensor) -> float:
+            return float(10.0 * torch.log10((h[:, :, -1] - h[:, :, 0]).abs().pow(2).mean() / h.abs().pow(2).mean()))
+
         rows.append(
             {
                 "profile": name,
@@ -868,6 +854,8 @@ def generation_report(
                 "freq_corr_real": corr(real),
                 "freq_corr_gen": corr(fake),
                 "power_gen": float(fake.abs().pow(2).mean()),
+                "slot_change_real_db": slot_change_db(real),
+                "slot_change_gen_db": slot_change_db(fake),
             }
         )
     return rows

@@ -101,18 +101,19 @@ def large_model_card(*, refine_eval: Path | None = None, n: int = 512, rows_cach
         "# large_model: the cloud's GPT-2 channel generator",
         "",
         "`large_model.safetensors` is `ivsim.ai.large_model.ChannelGPT`: a GPT-2 backbone (transformers `GPT2Model`,",
-        "randomly initialised and trained by ivsim, nothing downloaded) over continuous channel tokens. A 14 x 72 channel",
-        "grid is taken to the delay-Doppler domain; token d is delay tap d (its 14 Doppler bins, real and imaginary).",
-        "A prefix carries the scene profile (family, LOS, CDL/TDL variant, nominal delay spread, K-factor, carrier), the",
-        "vehicle's speed and distance to its base station, and optionally LS pilot observations the vehicle uploads.",
-        "A regression head predicts each next tap as a diagonal Gaussian (trained with its negative log-likelihood);",
-        "generation samples tap after tap with the key/value cache. The cloud uses it to generate N channels of a",
-        "scene a vehicle is about to enter, on which the vehicle's diffusion estimator is refined with LoRA.",
+        "randomly initialised and trained by ivsim, nothing downloaded) over continuous channel tokens. Each OFDM symbol",
+        "of a 14 x 72 channel grid is one token: its 72 delay taps (an inverse DFT over the subcarriers), real and",
+        "imaginary. A prefix carries the scene profile (family, LOS, CDL/TDL variant, nominal delay spread, K-factor,",
+        "carrier), the vehicle's speed and distance to its base station, and optionally LS pilot observations the",
+        "vehicle uploads. A regression head predicts each next symbol as a diagonal Gaussian whose mean is a change",
+        "from the symbol before (trained with the Gaussian negative log-likelihood); generation samples symbol after",
+        "symbol with the key/value cache and rescales the batch to unit mean power. The cloud uses it to generate N",
+        "channels of the scene a vehicle is entering, on which the vehicle's diffusion estimator is refined with LoRA.",
         "",
         "| | |",
         "|---|---|",
         f"| architecture | {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, {cfg.prefix_len} prefix + "
-        f"{cfg.fft_size} tap tokens of {cfg.token_dim} numbers |",
+        f"{cfg.num_ofdm_symbols} symbol tokens of {cfg.token_dim} numbers |",
         f"| parameters | {lm.net.num_parameters():,} |",
         f"| weight file | {path.stat().st_size:,} bytes, float16 |",
         f"| sha256 | `{sha}` |",
@@ -133,10 +134,13 @@ def large_model_card(*, refine_eval: Path | None = None, n: int = 512, rows_cach
         "difference in dB of the mean power per delay tap (taps within 30 dB of the strongest); `RMS delay`: delay",
         "spread of that power-delay profile as the 72-subcarrier grid resolves it (taps of 463 ns, so sub-tap",
         "spreads show as leakage); `corr(3)`: |E[h_k h*_(k+3)]| / E|h|^2, the frequency correlation 90 kHz apart",
-        "that decides how much an estimator may smooth; `power`: mean |h|^2 of the generated channels (real: 1).",
+        "that decides how much an estimator may smooth; `power`: mean |h|^2 of the generated channels before",
+        "`LargeModel.generate` rescales them (real: 1; above 1, the power drifts up over the slot); `slot change`:",
+        "E|h_last symbol - h_first symbol|^2 / E|h|^2 in dB, how much the channel changes over the 14 symbols.",
         "",
-        "| profile | nominal DS ns | PDP RMSE dB | RMS delay real / gen ns | corr(3) real / gen | power gen |",
-        "|---|---|---|---|---|---|",
+        "| profile | nominal DS ns | PDP RMSE dB | RMS delay real / gen ns | corr(3) real / gen | power gen | "
+        "slot change real / gen dB |",
+        "|---|---|---|---|---|---|---|",
     ]
     allp = {**train, **held}
     for r in rows:
@@ -144,7 +148,7 @@ def large_model_card(*, refine_eval: Path | None = None, n: int = 512, rows_cach
         lines.append(
             f"| {r['profile']} | {ds:.0f} | {r['pdp_rmse_db']:.2f} | {r['rms_delay_real_ns']:.0f} / "
             f"{r['rms_delay_gen_ns']:.0f} | {r['freq_corr_real']:.3f} / {r['freq_corr_gen']:.3f} | "
-            f"{r['power_gen']:.2f} |"
+            f"{r['power_gen']:.2f} | {r['slot_change_real_db']:.1f} / {r['slot_change_gen_db']:.1f} |"
         )
     lines.append("")
     lines.append("Profiles named `held_out/...` were never trained on: they show how the model extrapolates.")

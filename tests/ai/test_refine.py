@@ -246,3 +246,15 @@ def test_bench_refine_writes_a_profile_section(tiny_lm, tmp_path, capsys) -> Non
     assert loaded.refine is not None and loaded.codec  # link sections kept
     assert loaded.refine.finetune.per_item_s == res["finetune"]["per_item_s"]
     assert loaded.refine.adapter.per_rank_bytes > 0
+
+
+def test_generation_report_and_card(tiny_lm, tmp_path) -> None:
+    from ivsim.ai.large_model import generation_report
+    from ivsim.ai.large_model_card import large_model_card
+
+    (row,) = generation_report(LargeModel(tiny_lm), {"rma": RMA}, n=16)
+    assert row["profile"] == "rma" and all(np.isfinite(v) for k, v in row.items() if k != "profile")
+    assert -1.0 < row["freq_corr_real"] <= 1.0 and row["slot_change_real_db"] < 0  # real channels change little
+    card = large_model_card(n=8, rows_cache=tmp_path)
+    assert "ivsim train large-model --steps" in card and "held_out/" in card and "| nyc_brooklyn_bridge/rma_los |" in card
+    assert (tmp_path / "large_model_report_8.json").is_file()
