@@ -53,6 +53,7 @@ from ivsim.errors import ModelError
 from ivsim.phy import ChannelSampler, GridSpec, LSEstimator, OfdmMapper, apply_channel, nmse_db
 
 __all__ = [
+    "StepLog",
     "ddpm_loss",
     "eval_estimators",
     "load_checkpoint",
@@ -136,6 +137,54 @@ def training_progress(label: str, *, steps: int, done: int, metric: str, fmt: st
     )
     bar.start()
     return bar, bar.add_task("train", total=steps, completed=done, loss=float("nan"))
+
+
+class StepLog:
+    """Per-step bookkeeping of a training loop: the loss log, the progress bar, checkpoints and the time budget.
+
+    After each optimizer step, :meth:`after` appends the loss to a window whose mean
+    goes to ``state["losses"]`` (and the log) every ``log_every`` steps, advances the
+    bar, calls ``save(state)`` every ``checkpoint_every`` steps (``state`` carries
+    ``step`` and ``elapsed_s``), and says whether ``time_budget_s`` is spent (after a
+    last log entry and checkpoint).
+    """
+
+    def __init__(
+        self,
+        state: dict[str, Any],
+        save: Any,
+        *,
+        steps: int,
+        t0: float,
+        log_every: int,
+        checkpoint_every: int,
+        time_budget_s: float | None,
+        bar: Any = None,
+        task: Any = None,
+        log_format: str = "step %d loss %.5f (%.0f s)",
+    ) -> None:
+        self.state, self.save, self.steps, self.t0 = state, save, steps, t0
+        self.log_every, self.checkpoint_every, self.time_budget_s = log_every, checkpoint_every, time_budget_s
+        self.bar, self.task, self.log_format = bar, task, log_format
+        self.window: list[float] = []
+
+    def after(self, step: int, loss: float) -> bool:
+        """Book step ``step`` (1-based count of steps done) with its ``loss``; return True to stop (time budget)."""
+        self.window.append(loss)
+        elapsed = time.perf_counter() - self.t0
+        over = self.time_budget_s is not None and elapsed >= self.time_budget_s
+        if len(self.window) == self.log_every or step == self.steps or over:
+            self.state["losses"].append(sum(self.window) / len(self.window))
+            logger.info(self.log_format, step, self.state["losses"][-1], elapsed)
+            self.window = []
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=loss)
+        if step % self.checkpoint_every == 0 or step == self.steps or over:
+            self.state.update(step=step, elapsed_s=time.perf_counter() - self.t0)
+            self.save(self.state)
+        if over:
+            logger.info("time budget reached at step %d", step)
+        return over
 
 
 def _ckpt_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -345,10 +394,18 @@ def train_estimator(
         logger.info("channel pool of %d drawn in %.1f s", pool_size, time.perf_counter() - t_pool)
         oldest = 0
         t0 = time.perf_counter() - float(state["elapsed_s"])
-        window: list[float] = []
         bar = task = None
         if progress:
             bar, task = training_progress(f"estimator {scene}", steps=steps, done=state["step"], metric="loss", fmt=".4f")
+
+        def save(st: dict[str, Any]) -> None:
+            st.update(scene=scene, profile_hash=profile_hash(profile), seed=seed, steps_target=steps)
+            save_checkpoint(out, f"estimator_{scene}", net, opt, gen, st)
+
+        book = StepLog(
+            state, save, steps=steps, t0=t0, log_every=log_every, checkpoint_every=checkpoint_every,
+            time_budget_s=time_budget_s, bar=bar, task=task,
+        )  # fmt: skip
         try:
             step = int(state["step"])
             while step < steps:
@@ -366,21 +423,7 @@ def train_estimator(
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 opt.step()
                 step += 1
-                window.append(float(loss.detach()))
-                over = time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s
-                if len(window) == log_every or step == steps or over:
-                    state["losses"].append(sum(window) / len(window))
-                    logger.info("step %d loss %.5f (%.0f s)", step, state["losses"][-1], time.perf_counter() - t0)
-                    window = []
-                if bar is not None:
-                    bar.update(task, completed=step, loss=float(loss.detach()))
-                if step % checkpoint_every == 0 or step == steps or over:
-                    state["step"] = step
-                    state["elapsed_s"] = time.perf_counter() - t0
-                    state.update(scene=scene, profile_hash=profile_hash(profile), seed=seed, steps_target=steps)
-                    save_checkpoint(out, f"estimator_{scene}", net, opt, gen, state)
-                if over:
-                    logger.info("time budget reached at step %d", step)
+                if book.after(step, float(loss.detach())):
                     break
         finally:
             if bar is not None:

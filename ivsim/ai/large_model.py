@@ -656,7 +656,13 @@ def train_large_model(
         ``final_loss``, ``loss_curve``, ``profiles``.
     """
     from ivsim.ai import zoo
-    from ivsim.ai.estimator_train import load_checkpoint, save_checkpoint, training_progress, warmup_cosine_lr
+    from ivsim.ai.estimator_train import (
+        StepLog,
+        load_checkpoint,
+        save_checkpoint,
+        training_progress,
+        warmup_cosine_lr,
+    )
 
     grid = grid if grid is not None else GridSpec()
     profiles = dict(profiles) if profiles is not None else training_profiles()[0]
@@ -698,10 +704,18 @@ def train_large_model(
         n_prof, oldest, refresh_prof = len(names), [0] * len(names), 0
         pilot_idx = list(cfg.pilot_ofdm_symbol_indices)
         t0 = time.perf_counter() - float(state["elapsed_s"])
-        window: list[float] = []
         bar = task = None
         if progress:
             bar, task = training_progress("large model", steps=steps, done=state["step"], metric="nll", fmt=".3f")
+
+        def save(st: dict[str, Any]) -> None:
+            st.update(seed=seed, steps_target=steps)
+            save_checkpoint(out, "large_model", net, opt, gen, st)
+
+        book = StepLog(
+            state, save, steps=steps, t0=t0, log_every=log_every, checkpoint_every=checkpoint_every,
+            time_budget_s=time_budget_s, bar=bar, task=task, log_format="step %d nll %.4f (%.0f s)",
+        )  # fmt: skip
         step = int(state["step"])
         try:
             while step < steps:
@@ -744,19 +758,7 @@ def train_large_model(
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 opt.step()
                 step += 1
-                window.append(float(loss.detach()))
-                over = time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s
-                if len(window) == log_every or step == steps or over:
-                    state["losses"].append(sum(window) / len(window))
-                    logger.info("step %d nll %.4f (%.0f s)", step, state["losses"][-1], time.perf_counter() - t0)
-                    window = []
-                if bar is not None:
-                    bar.update(task, completed=step, loss=float(loss.detach()))
-                if step % checkpoint_every == 0 or step == steps or over:
-                    state.update(step=step, elapsed_s=time.perf_counter() - t0, seed=seed, steps_target=steps)
-                    save_checkpoint(out, "large_model", net, opt, gen, state)
-                if over:
-                    logger.info("time budget reached at step %d", step)
+                if book.after(step, float(loss.detach())):
                     break
         finally:
             if bar is not None:

@@ -225,3 +225,21 @@ def test_shipped_street_canyon_beats_ls(grid: GridSpec, channels: torch.Tensor) 
     dm = float(nmse_db(h_hat, channels))
     assert dm < ls - 2.0, (dm, ls)  # the bar is 3 dB on big test sets; 64 channels, so some slack
     assert 0 < float(err.mean()) < 1
+
+
+def test_step_log_windows_checkpoints_and_time_budget() -> None:
+    import time
+
+    from ivsim.ai.estimator_train import StepLog
+
+    saved: list[int] = []
+    state = {"step": 0, "elapsed_s": 0.0, "losses": []}
+    book = StepLog(state, lambda st: saved.append(st["step"]), steps=5, t0=time.perf_counter(), log_every=2,
+                   checkpoint_every=2, time_budget_s=None)  # fmt: skip
+    assert [book.after(k, float(k)) for k in range(1, 6)] == [False] * 5
+    assert state["losses"] == [1.5, 3.5, 5.0] and saved == [2, 4, 5] and state["step"] == 5
+    state = {"step": 0, "elapsed_s": 0.0, "losses": []}
+    saved.clear()
+    out = StepLog(state, lambda st: saved.append(st["step"]), steps=100, t0=time.perf_counter() - 10.0, log_every=50,
+                  checkpoint_every=50, time_budget_s=1.0).after(3, 0.25)  # fmt: skip
+    assert out and saved == [3] and state["losses"] == [0.25] and state["elapsed_s"] >= 10.0
