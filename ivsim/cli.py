@@ -1,6 +1,6 @@
 """The ``ivsim`` command line.
 
-``ivsim run / validate / schema / report / bench / train / eval``. Every user error
+``ivsim run / validate / schema / report / compare / bench / train / eval``. Every user error
 (:class:`~ivsim.errors.IvsimError`, a bad flag) prints one line per problem on
 stderr and exits with code 2; Ctrl-C exits 130 after closing the log.
 """
@@ -69,6 +69,17 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where the figures (and quality_by_scene.csv of a full-link run) go (default RUN_DIR/figures)",
     )  # fmt: skip
     rep.add_argument("--vehicle", action="append", default=[], help="vehicle(s) for timelines (default: up to 4)")
+
+    cmp_ = sub.add_parser(
+        "compare", help="compare refinement timing policies over runs: quality, estimator mismatch, deadlines, cost"
+    )
+    cmp_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (one per policy, seed, ...)")
+    cmp_.add_argument("--scene", help="frame and mismatch metrics in this scene only (jobs and costs: whole run)")
+    cmp_.add_argument(
+        "-o", "--output", metavar="OUT_DIR",
+        help="also write compare.csv, compare.md, slack_cdf.png, quality_vs_cost.png, timeline_<policy>.png here",
+    )  # fmt: skip
+    cmp_.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE")
 
     bench = sub.add_parser("bench", help="performance benchmarks (ratios measured side by side)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser, metavar="BENCH")
@@ -362,6 +373,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     paths = write_report(args.run_dir, out_dir=args.output, vehicles=args.vehicle or None)
     for p in paths:
         print(p)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ivsim.errors import OutputError
+    from ivsim.results import compare_runs, load_runs, markdown_table, write_comparison
+
+    frames = load_runs(args.run_dirs)
+    table = compare_runs(frames, scene=args.scene)
+    print(markdown_table(table))
+    if args.csv:
+        try:
+            table.to_csv(args.csv, index=False, float_format="%.6g")
+        except OSError as exc:
+            msg = f"{args.csv}: cannot write the table ({exc.strerror or exc})"
+            raise OutputError(msg) from None
+        print(args.csv)
+    if args.output:
+        for path in write_comparison(frames, args.output, scene=args.scene):
+            print(path)
     return 0
 
 
@@ -688,6 +719,7 @@ _COMMANDS = {
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "report": _cmd_report,
+    "compare": _cmd_compare,
     "bench": _cmd_bench,
     "train": _cmd_train,
     "eval": _cmd_eval,

@@ -4,7 +4,10 @@
 declared event-log schema (:data:`ivsim.sim.eventlog.COLUMNS`); ``event_counts``,
 ``summarize_run``, ``scene_time``, ``quality_by_scene``, ``quality_by_estimator_match`` and
 ``refinements`` summarise such a frame; ``plot_map`` and ``plot_timeline`` draw it, and ``write_report``
-writes a run's standard PNGs and tables (``ivsim report``). Figures are built on
+writes a run's standard PNGs and tables (``ivsim report``). To compare refinement timing
+policies over several runs (``ivsim compare``): ``load_runs``, ``policy_summary``,
+``mismatch_by_vehicle_scene``, ``compare_runs``, the figures ``plot_refine_timeline``,
+``plot_slack_cdf``, ``plot_quality_vs_cost``, and ``write_comparison``. Figures are built on
 ``matplotlib.figure.Figure`` with an Agg canvas, so nothing here touches pyplot's global
 state or the backend; matplotlib is imported only when a figure is drawn.
 """
@@ -33,20 +36,35 @@ if TYPE_CHECKING:
     from ivsim.world import RoadMap, SceneMap
 
 __all__ = [
+    "COMPARE_CSV",
+    "COMPARE_MD",
     "MAP_MAX_TRACKS",
     "OSM_ATTRIBUTION",
+    "OUTCOME_COLORS",
+    "POLICY_ORDER",
+    "POLICY_SUMMARY_COLUMNS",
     "QUALITY_FILE",
     "REPORT_DPI",
+    "compare_runs",
     "event_counts",
     "load_run",
+    "load_runs",
+    "markdown_table",
+    "mismatch_by_vehicle_scene",
     "plot_map",
+    "plot_quality_vs_cost",
+    "plot_refine_timeline",
+    "plot_slack_cdf",
     "plot_timeline",
+    "policy_summary",
     "quality_by_estimator_match",
     "quality_by_scene",
     "refinements",
+    "run_info",
     "scene_colors",
     "scene_time",
     "summarize_run",
+    "write_comparison",
     "write_report",
 ]
 
@@ -1043,3 +1061,970 @@ def _run_name(df: pd.DataFrame) -> str:
 def _safe_name(text: str) -> str:
     """A file-name-safe version of an id."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip(".") or "vehicle"
+
+
+# ---------------------------------------------------------------------- comparing refinement policies
+
+#: Order of refinement policies in :func:`compare_runs` tables and the comparison figures;
+#: other policy kinds follow, by name.
+POLICY_ORDER = ("oracle", "proactive", "adaptive", "cached", "reactive", "periodic", "never")
+
+#: Columns of :func:`policy_summary` and :func:`compare_runs`, in order.
+POLICY_SUMMARY_COLUMNS = [
+    "run_id", "policy", "detector", "seed", "frames", "psnr_mean", "psnr_p5", "ssim_mean", "ssim_p5",
+    "mismatched_share", "mismatched_s", "jobs", "met", "late", "cancelled", "failed", "deadline_hit_rate",
+    "slack_mean_s", "gpu_s", "refine_air_bytes", "refine_backhaul_bytes",
+]  # fmt: skip
+_SUMMARY_INT = ("frames", "jobs", "met", "late", "cancelled", "failed", "refine_air_bytes", "refine_backhaul_bytes")
+_SUMMARY_FLOAT = ("psnr_mean", "psnr_p5", "ssim_mean", "ssim_p5", "mismatched_share", "mismatched_s",
+                  "deadline_hit_rate", "slack_mean_s", "gpu_s")  # fmt: skip
+
+#: File names :func:`write_comparison` writes (besides one ``timeline_<label>.png`` per run).
+COMPARE_CSV, COMPARE_MD = "compare.csv", "compare.md"
+
+#: Colours of refinement-job outcomes (``done`` is the single outcome of logs older than met/late).
+OUTCOME_COLORS = {
+    "met": "#2e7d32", "late": "#ef6c00", "cancelled": "#9e9e9e", "failed": "#c62828", "done": "#1565c0",
+    "in flight": "#cfd8dc",
+}  # fmt: skip
+_DEPLOY_COLOR = "#37474f"
+
+
+def run_info(run_dir: str | Path) -> dict[str, str | int | None]:
+    """The refinement policy, scene-change detector and seed a run was made with.
+
+    Read from the run's ``scenario.resolved.yaml`` as plain YAML (``refinement.policy.kind``,
+    ``refinement.detector.kind``, ``seed``), so a file written by an older or newer schema
+    still answers what it holds.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory.
+
+    Returns
+    -------
+    dict
+        ``{"policy": str | None, "detector": str | None, "seed": int | None}``; ``None`` for
+        what the file does not say (or when the run has no readable resolved scenario, which
+        is logged as a warning, not raised).
+    """
+    import yaml
+
+    path = Path(run_dir) / RESOLVED_SCENARIO_FILE
+    doc = None
+    if path.is_file():
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            logger.warning("%s: cannot read the resolved scenario (%s)", path, exc)
+    doc = doc if isinstance(doc, dict) else {}
+    refinement = doc.get("refinement") if isinstance(doc.get("refinement"), dict) else {}
+    seed = doc.get("seed")
+    return {
+        "policy": _kind_of(refinement.get("policy")),
+        "detector": _kind_of(refinement.get("detector")),
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+    }
+
+
+def _kind_of(spec: object) -> str | None:
+    """``spec["kind"]`` of a YAML mapping (or the string itself); None if neither."""
+    if isinstance(spec, dict):
+        spec = spec.get("kind")
+    return spec if isinstance(spec, str) and spec else None
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> list[pd.DataFrame]:
+    """Load runs to compare: :func:`load_run` of each, with what it was run with.
+
+    Parameters
+    ----------
+    run_dirs
+        Run directories.
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One frame per run, in the given order; ``df.attrs["run_info"]`` holds
+        :func:`run_info` of the run plus ``"run_dir"``, which :func:`policy_summary` reads.
+
+    Raises
+    ------
+    OutputError
+        If no folder is given, or one is missing, holds no event log, or its log has no events.
+    """
+    if not run_dirs:
+        msg = "no run folder given"
+        raise OutputError(msg)
+    frames = []
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            msg = f"{run_dir}: {'not a folder' if run_dir.exists() else 'no such run folder'}"
+            raise OutputError(msg)
+        df = load_run(run_dir)
+        if df.empty:
+            msg = f"{run_dir}: the event log holds no events"
+            raise OutputError(msg)
+        df.attrs["run_info"] = {**run_info(run_dir), "run_dir": str(run_dir)}
+        frames.append(df)
+    return frames
+
+
+def policy_summary(df: pd.DataFrame, *, scene: str | None = None, after_t_s: float | None = None) -> pd.DataFrame:
+    """What a refinement timing policy bought (image quality, estimator mismatch) and what it cost.
+
+    Parameters
+    ----------
+    df
+        Events of one run (:func:`load_run`, or a frame of the same columns) or of several
+        (concatenated; rows are grouped by ``run_id``). Columns a log lacks count as empty.
+    scene
+        Restrict the frame and mismatch metrics (``frames`` to ``mismatched_s``) to this
+        scene; the job and cost columns always cover the whole run.
+    after_t_s
+        Restrict the same metrics to frames (and time) from this simulated time on
+        (``t_s >= after_t_s``), e.g. to leave out a warm-up.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run, in order of first row, with the columns of
+        :data:`POLICY_SUMMARY_COLUMNS`:
+
+        ``run_id``, ``policy``, ``detector``, ``seed``
+            The run and what it was run with: from ``df.attrs["run_info"]`` (set by
+            :func:`load_runs`) for a frame of one run; else the policy is the most common
+            ``policy`` of the ``refine_request`` rows, then of the ``deploy`` rows, then
+            ``"oracle"`` if an ``estimator_switch`` row has ``source`` oracle, else
+            ``"never"``; the detector the most common ``detector`` of the
+            ``refine_request``, then ``detect`` rows, else None; the seed the manifest's.
+        ``frames`` (``int64``)
+            ``tx`` rows.
+        ``psnr_mean``, ``psnr_p5``, ``ssim_mean``, ``ssim_p5``
+            Mean and 5th percentile (linear interpolation) of the reconstruction PSNR (dB)
+            and SSIM of the frames that have one (outage frames and analytic runs have none:
+            NaN when no frame does).
+        ``mismatched_share``
+            Share of the frames decoded with an estimator not made or refined for the frame's
+            scene: the ``mismatched`` column, else ``estimator_scene != scene``; frames with
+            neither are left out (NaN when no frame says).
+        ``mismatched_s``
+            Seconds, summed over vehicles, spent in a scene the vehicle's estimator was not
+            made or refined for (see :func:`mismatch_by_vehicle_scene`).
+        ``jobs`` (``int64``)
+            Refinement jobs requested (distinct ``job_id`` of ``refine_request`` and
+            ``refine_done`` rows); jobs still running at the end count here only.
+        ``met``, ``late``, ``cancelled``, ``failed`` (``int64``)
+            ``refine_done`` rows per ``outcome`` (a legacy ``done`` outcome counts in none).
+        ``deadline_hit_rate``
+            ``met / (met + late)``; NaN when neither.
+        ``slack_mean_s``
+            Mean ``slack_s`` of the finished jobs (arrival at the target scene minus the
+            adapter's delivery; > 0: in time); NaN when none has one.
+        ``gpu_s``
+            GPU-seconds of all ``refine_done`` rows.
+        ``refine_air_bytes``, ``refine_backhaul_bytes`` (``int64``)
+            ``upload_bytes + download_bytes`` of the ``refine_done`` rows: every byte crosses
+            the radio link and the backhaul, so the two are equal; both are kept so tables
+            that weigh the links differently need not know that.
+
+        No rows (the columns only) for a frame without rows.
+
+    Examples
+    --------
+    >>> policy_summary(load_run("runs/reactive"), scene="river_bridge")  # doctest: +SKIP
+    """
+    runs = list(_split_runs(df))
+    rows = [_summary_row(run, run_id, info, scene=scene, after_t_s=after_t_s) for run_id, run, info in runs]
+    return _summary_frame(rows)
+
+
+def mismatch_by_vehicle_scene(df: pd.DataFrame) -> pd.DataFrame:
+    """Frames and time each vehicle spent with a mismatched channel estimator, per scene.
+
+    A frame is mismatched by its ``mismatched`` column, else when its ``estimator_scene``
+    differs from its ``scene``. Time is taken from the scene stays (``scene_enter`` to the next
+    ``scene_enter`` or ``vehicle_arrive``, the last one to the end of the run) split at every
+    change of the estimator in use: a ``deploy`` row put in use at once (``active`` not false)
+    switches it to its ``target_scene``, an ``estimator_switch`` row to its
+    ``estimator_scene``, and a ``tx`` row's ``estimator_scene`` (when logged) says which one is
+    in use; before the first of them a vehicle uses the estimator of the scene it departed
+    in. The time is thus exact between events, whatever the frame rate, and needs no
+    ``tx`` rows.
+
+    Parameters
+    ----------
+    df
+        Events of one run or several (:func:`load_run`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``run_id``, ``vehicle``, ``scene``, ``frames``, ``frames_mismatched``
+        (``int64``), ``time_s``, ``time_mismatched_s`` (s); one row per run, vehicle and scene
+        it entered or sent a frame in, sorted by run (first row), vehicle (natural order) and
+        first time in the scene.
+    """
+    columns = ["run_id", "vehicle", "scene", "frames", "frames_mismatched", "time_s", "time_mismatched_s"]
+    parts = []
+    for run_id, run, _ in _split_runs(df):
+        tx = _tx_rows(run)
+        frames = pd.DataFrame({"vehicle": _object_column(tx, "vehicle"), "scene": _object_column(tx, "scene"),
+                               "flag": _mismatch_flags(tx), "t_s": tx["t_s"].to_numpy(dtype="float64")})  # fmt: skip
+        frames = frames.dropna(subset=["vehicle", "scene"])
+        g = frames.groupby(["vehicle", "scene"], sort=False)
+        by_frame = pd.DataFrame(
+            {"frames": g.size(), "frames_mismatched": g["flag"].sum(), "first_tx_s": g["t_s"].min()}
+        )
+        iv = _estimator_intervals(run)
+        iv["time_s"] = iv["end_s"] - iv["start_s"]
+        iv["time_mismatched_s"] = iv["time_s"].where(iv["mismatched"], 0.0)
+        g = iv.groupby(["vehicle", "scene"], sort=False)
+        by_time = pd.DataFrame({"time_s": g["time_s"].sum(), "time_mismatched_s": g["time_mismatched_s"].sum(),
+                                "first_s": g["start_s"].min()})  # fmt: skip
+        both = by_frame.join(by_time, how="outer")
+        if both.empty:
+            continue
+        both["first_s"] = both[["first_s", "first_tx_s"]].min(axis=1)
+        both = both.reset_index()
+        both["_order"] = [_natural_key(v) for v in both["vehicle"]]
+        both = both.sort_values(["_order", "first_s"], kind="stable")
+        both.insert(0, "run_id", run_id)
+        parts.append(both)
+    if not parts:
+        return pd.DataFrame({c: pd.Series([], dtype="int64" if c.startswith("frames") else
+                                              "float64" if c.startswith("time") else "object")
+                             for c in columns})  # fmt: skip
+    out = pd.concat(parts, ignore_index=True)
+    for c in ("frames", "frames_mismatched"):
+        out[c] = out[c].fillna(0).astype("int64")
+    for c in ("time_s", "time_mismatched_s"):
+        out[c] = out[c].fillna(0.0).astype("float64")
+    return out[columns]
+
+
+def compare_runs(
+    runs: Sequence[str | Path | pd.DataFrame],
+    *,
+    scene: str | None = None,
+    after_t_s: float | None = None,
+) -> pd.DataFrame:
+    """One :func:`policy_summary` row per run, runs ordered by policy.
+
+    Parameters
+    ----------
+    runs
+        Run directories (loaded with :func:`load_runs`) or frames already loaded with it.
+    scene, after_t_s
+        As in :func:`policy_summary`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :data:`POLICY_SUMMARY_COLUMNS`; rows sorted by policy in the order
+        of :data:`POLICY_ORDER` (other kinds after it, by name), then seed, then run id.
+
+    Raises
+    ------
+    OutputError
+        If a run folder is missing, holds no event log or no events.
+
+    Examples
+    --------
+    >>> compare_runs(["runs/oracle", "runs/reactive", "runs/never"], scene="river_bridge")  # doctest: +SKIP
+    """
+    table, _ = _compare(_as_frames(runs), scene=scene, after_t_s=after_t_s)
+    return table
+
+
+def write_comparison(
+    runs: Sequence[str | Path | pd.DataFrame],
+    out_dir: str | Path,
+    *,
+    scene: str | None = None,
+) -> list[Path]:
+    """Write the comparison of refinement policies over several runs: tables and figures.
+
+    Writes ``compare.csv`` and ``compare.md`` (the :func:`compare_runs` table), ``slack_cdf.png``
+    (:func:`plot_slack_cdf`), ``quality_vs_cost.png`` (:func:`plot_quality_vs_cost`) and, per
+    run, ``timeline_<label>.png`` (:func:`plot_refine_timeline` of the vehicle with the most
+    refinement jobs, ties broken by most frames). A run's label is its policy, with its seed
+    (then its run id) added where several runs share a policy.
+
+    Parameters
+    ----------
+    runs
+        Run directories or frames loaded with :func:`load_runs`.
+    out_dir
+        Output folder (created if needed).
+    scene
+        Restrict the table's frame and mismatch metrics to this scene (:func:`policy_summary`).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order above (a run without vehicles gets no timeline).
+
+    Raises
+    ------
+    OutputError
+        If a run cannot be loaded or the output folder cannot be written.
+    """
+    frames = _as_frames(runs)
+    table, order = _compare(frames, scene=scene)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"{out}: cannot create the output folder ({exc.strerror or exc})"
+        raise OutputError(msg) from None
+    written = [_write_text(out / COMPARE_CSV, table.to_csv(index=False, float_format="%.6g"))]
+    where = f" (frame and mismatch metrics in scene {scene})" if scene else ""
+    md = f"# Refinement policies compared{where}\n\n{markdown_table(table)}\n"
+    written.append(_write_text(out / COMPARE_MD, md))
+    labels = _run_labels(table)
+    ordered = [frames[i] for i in order]
+    written.append(plot_slack_cdf(dict(zip(labels, ordered, strict=True)), out / "slack_cdf.png"))
+    written.append(plot_quality_vs_cost(table, out / "quality_vs_cost.png"))
+    for label, frame in zip(labels, ordered, strict=True):
+        vehicle = _busiest_refiner(frame)
+        if vehicle is not None:
+            written.append(plot_refine_timeline(frame, vehicle, out / f"timeline_{_safe_name(label)}.png"))
+    return written
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A table as a Markdown pipe table (no index; 4 significant digits; empty cells for missing).
+
+    Parameters
+    ----------
+    table
+        E.g. a :func:`compare_runs` table.
+
+    Returns
+    -------
+    str
+        The table, one line per row, numeric columns right-aligned; no optional dependency.
+    """
+    header = [str(c) for c in table.columns]
+    cells = [[_md_cell(v) for v in row] for row in table.itertuples(index=False, name=None)]
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+               for c in table.columns]  # fmt: skip
+    widths = [max([len(h), 3, *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+
+    def line(values: list[str]) -> str:
+        padded = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|".join("-" * (w + 1) + ":" if num else "-" * (w + 2) for w, num in zip(widths, numeric, strict=True))
+    rule = f"|{rule}|"
+    return "\n".join([line(header), rule, *(line(r) for r in cells)])
+
+
+def _md_cell(value: object) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _write_text(path: Path, text: str) -> Path:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        msg = f"{path}: cannot write ({exc.strerror or exc})"
+        raise OutputError(msg) from None
+    logger.info("wrote %s", path)
+    return path
+
+
+def _as_frames(runs: Sequence[str | Path | pd.DataFrame]) -> list[pd.DataFrame]:
+    """Frames as given, folders through :func:`load_runs` (in the given order)."""
+    dirs = [r for r in runs if not isinstance(r, pd.DataFrame)]
+    loaded = iter(load_runs(dirs)) if dirs else iter(())
+    frames = [r if isinstance(r, pd.DataFrame) else next(loaded) for r in runs]
+    if not frames:
+        msg = "no run given"
+        raise OutputError(msg)
+    return frames
+
+
+def _compare(frames: list[pd.DataFrame], **filters: object) -> tuple[pd.DataFrame, list[int]]:
+    """The comparison table (policy order) and, per row, the index of its frame in ``frames``."""
+    rows, owner = [], []
+    for i, frame in enumerate(frames):
+        for run_id, run, info in _split_runs(frame):
+            rows.append(_summary_row(run, run_id, info, **filters))
+            owner.append(i)
+
+    def key(k: int) -> tuple:
+        row = rows[k]
+        policy = str(row["policy"])
+        rank = POLICY_ORDER.index(policy) if policy in POLICY_ORDER else len(POLICY_ORDER)
+        seed = row["seed"]
+        return (rank, policy, seed is None, seed if seed is not None else 0, str(row["run_id"]))
+
+    order = sorted(range(len(rows)), key=key)
+    return _summary_frame([rows[k] for k in order]), [owner[k] for k in order]
+
+
+def _run_labels(table: pd.DataFrame) -> list[str]:
+    """Policy names, made unique with the seed, then the run id, then a counter."""
+    labels = [str(p) for p in table["policy"]]
+    for extra in ("seed", "run_id"):
+        counts = pd.Series(labels, dtype="object").value_counts()
+        labels = [
+            (f"{label} seed {value}" if extra == "seed" else f"{label} {value}")
+            if counts[label] > 1 and not pd.isna(value) else label
+            for label, value in zip(labels, table[extra], strict=True)
+        ]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return out
+
+
+def _split_runs(df: pd.DataFrame):  # noqa: ANN202
+    """Yield ``(run_id, events, info)`` per run of a frame; ``info`` from attrs for a one-run frame."""
+    ids = _object_column(df, "run_id")
+    known = pd.notna(ids)
+    distinct = list(dict.fromkeys(ids[known]))
+    attrs_info = df.attrs.get("run_info") if isinstance(df.attrs.get("run_info"), dict) else {}
+    if len(distinct) <= 1:
+        run_id = str(distinct[0]) if distinct else _run_id_from_attrs(df)
+        if len(df):
+            yield run_id, df, attrs_info
+        return
+    for run_id in distinct:
+        run = df.loc[ids == run_id]
+        run.attrs = {}  # the attrs (manifest, run_info) of a concatenated frame describe no single run
+        yield str(run_id), run, {}
+
+
+def _run_id_from_attrs(df: pd.DataFrame) -> str:
+    manifest = df.attrs.get("manifest")
+    if isinstance(manifest, dict) and manifest.get("run_id"):
+        return str(manifest["run_id"])
+    return "run"
+
+
+def _summary_row(
+    run: pd.DataFrame,
+    run_id: str,
+    info: dict,
+    *,
+    scene: str | None = None,
+    after_t_s: float | None = None,
+) -> dict[str, object]:
+    """One :func:`policy_summary` row (a dict) of one run's events."""
+    event = _object_column(run, "event")
+    requests, done = (run.loc[event == e] for e in ("refine_request", "refine_done"))
+
+    tx = _tx_rows(run)
+    if scene is not None:
+        tx = tx.loc[_object_column(tx, "scene") == scene]
+    if after_t_s is not None:
+        tx = tx.loc[tx["t_s"].to_numpy(dtype="float64") >= after_t_s]
+    psnr, ssim = (_finite(_float_column(tx, c)) for c in ("psnr_db", "ssim"))
+    flags = _finite(_mismatch_flags(tx))
+
+    iv = _estimator_intervals(run)
+    if scene is not None:
+        iv = iv.loc[iv["scene"] == scene]
+    start = iv["start_s"].to_numpy(dtype="float64")
+    if after_t_s is not None:
+        start = np.maximum(start, after_t_s)
+    length = np.clip(iv["end_s"].to_numpy(dtype="float64") - start, 0.0, None)
+    mismatched_s = float(length[iv["mismatched"].to_numpy(dtype=bool)].sum())
+
+    outcome = _object_column(done, "outcome")
+    counts = {k: int((outcome == k).sum()) for k in ("met", "late", "cancelled", "failed")}
+    decided = counts["met"] + counts["late"]
+    slack = _finite(_float_column(done, "slack_s"))
+    ids = set(_object_column(requests, "job_id")) | set(_object_column(done, "job_id"))
+    ids.discard(None)
+    jobs = max(len(ids), len(requests), len(done))
+    moved = int(np.nansum(_float_column(done, "upload_bytes")) + np.nansum(_float_column(done, "download_bytes")))
+
+    policy, detector, seed = _run_kinds(run, info)
+    return {
+        "run_id": run_id,
+        "policy": policy,
+        "detector": detector,
+        "seed": seed,
+        "frames": len(tx),
+        "psnr_mean": _mean(psnr),
+        "psnr_p5": _p5(psnr),
+        "ssim_mean": _mean(ssim),
+        "ssim_p5": _p5(ssim),
+        "mismatched_share": _mean(flags),
+        "mismatched_s": mismatched_s,
+        "jobs": jobs,
+        **counts,
+        "deadline_hit_rate": counts["met"] / decided if decided else np.nan,
+        "slack_mean_s": _mean(slack),
+        "gpu_s": float(np.nansum(_float_column(done, "gpu_s"))),
+        "refine_air_bytes": moved,
+        "refine_backhaul_bytes": moved,
+    }
+
+
+def _run_kinds(run: pd.DataFrame, info: dict) -> tuple[str, str | None, int | None]:
+    """``(policy, detector, seed)`` of one run's events: ``info`` first, then the rows, then the manifest."""
+    event = _object_column(run, "event")
+    oracle = "oracle" if "oracle" in set(_object_column(run.loc[event == "estimator_switch"], "source")) else None
+    policy = (info.get("policy") or _most_common(run.loc[event == "refine_request"], "policy")
+              or _most_common(run.loc[event == "deploy"], "policy") or oracle or "never")  # fmt: skip
+    detector = (info.get("detector") or _most_common(run.loc[event == "refine_request"], "detector")
+                or _most_common(run.loc[event == "detect"], "detector"))  # fmt: skip
+    seed = info.get("seed")
+    if seed is None and isinstance(run.attrs.get("manifest"), dict):
+        seed = run.attrs["manifest"].get("seed")
+    seed = int(seed) if isinstance(seed, int | np.integer) and not isinstance(seed, bool) else None
+    return str(policy), detector, seed
+
+
+def _summary_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    out = pd.DataFrame(rows, columns=POLICY_SUMMARY_COLUMNS)
+    for c in ("run_id", "policy", "detector"):  # plain objects, None for missing (not NaN, not pandas strings)
+        out[c] = pd.Series([row[c] for row in rows], index=out.index, dtype="object")
+    out["seed"] = out["seed"].astype("Int64")
+    for c in _SUMMARY_INT:
+        out[c] = out[c].astype("int64")
+    for c in _SUMMARY_FLOAT:
+        out[c] = out[c].astype("float64")
+    return out
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[np.isfinite(values)]
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else np.nan
+
+
+def _p5(values: np.ndarray) -> float:
+    return float(np.percentile(values, 5)) if len(values) else np.nan
+
+
+def _most_common(rows: pd.DataFrame, column: str) -> str | None:
+    """The most frequent non-null value of a column (first seen wins a tie); None if none."""
+    values = [str(v) for v in _object_column(rows, column) if v is not None and str(v)]
+    if not values:
+        return None
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return max(counts, key=counts.__getitem__)
+
+
+def _tx_rows(run: pd.DataFrame) -> pd.DataFrame:
+    return run.loc[_object_column(run, "event") == "tx"]
+
+
+def _mismatch_flags(tx: pd.DataFrame) -> np.ndarray:
+    """Per ``tx`` row 1.0 (mismatched estimator), 0.0 (matched) or NaN (unknown).
+
+    The ``mismatched`` column where it has a value, else ``estimator_scene != scene``.
+    """
+    flags = np.full(len(tx), np.nan)
+    if "mismatched" in tx.columns:
+        col = tx["mismatched"].astype("object")
+        known = col.notna().to_numpy()
+        flags[known] = [float(bool(v)) for v in col.to_numpy()[known]]
+    est, scene = _object_column(tx, "estimator_scene"), _object_column(tx, "scene")
+    fill = np.isnan(flags) & pd.notna(est) & pd.notna(scene)
+    flags[fill] = (est[fill].astype(str) != scene[fill].astype(str)).astype("float64")
+    return flags
+
+
+def _estimator_changes(run: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per vehicle, the times its estimator's scene changed and the new scene (sorted by time).
+
+    Sources: ``deploy`` rows put in use at once (``active`` not false; ``target_scene``, else
+    ``estimator_scene``), ``estimator_switch`` rows and ``tx`` rows (``estimator_scene``); rows
+    at the same time are taken in ``seq`` (else row) order.
+    """
+    event = _object_column(run, "event")
+    order = run["seq"].to_numpy(dtype="float64", na_value=np.nan) if "seq" in run else np.arange(len(run), dtype=float)
+    target = _object_column(run, "target_scene")
+    est = _object_column(run, "estimator_scene")
+    deploy = event == "deploy"
+    scene = np.where(deploy & pd.notna(target), target, est)
+    stored = np.array([v is not None and not bool(v) for v in _object_column(run, "active")], dtype=bool)
+    use = ((deploy & ~stored) | (event == "estimator_switch") | (event == "tx")) & pd.notna(scene)
+    work = pd.DataFrame({"vehicle": _object_column(run, "vehicle")[use],
+                         "t_s": run["t_s"].to_numpy(dtype="float64")[use], "order": order[use],
+                         "scene": scene[use].astype(str)})  # fmt: skip
+    work = work.dropna(subset=["vehicle"]).sort_values(["vehicle", "t_s", "order"], kind="stable")
+    same = (work["vehicle"] == work["vehicle"].shift()) & (work["scene"] == work["scene"].shift())
+    work = work.loc[~same]
+    return {str(v): (sub["t_s"].to_numpy(), sub["scene"].to_numpy(dtype=object))
+            for v, sub in work.groupby("vehicle", sort=False)}  # fmt: skip
+
+
+def _estimator_intervals(run: pd.DataFrame) -> pd.DataFrame:
+    """Scene stays split where the estimator changes: ``vehicle, scene, start_s, end_s, estimator_scene,
+    mismatched``."""
+    columns = ["vehicle", "scene", "start_s", "end_s", "estimator_scene", "mismatched"]
+    if "seq" not in run.columns:
+        run = run.assign(seq=np.arange(len(run)))
+    if not {"event", "vehicle", "scene", "t_s"} <= set(run.columns):
+        return pd.DataFrame({c: pd.Series([], dtype="bool" if c == "mismatched" else None) for c in columns})
+    stays = _scene_intervals(run)
+    changes = _estimator_changes(run)
+    out: list[tuple[str, str, float, float, str, bool]] = []
+    for vehicle, sub in stays.groupby("vehicle", sort=False):
+        times, scenes = changes.get(str(vehicle), (np.array([]), np.array([], dtype=object)))
+        departed_in = str(sub["scene"].iloc[0])
+        for scene, a, b in zip(sub["scene"], sub["start_s"], sub["end_s"], strict=True):
+            i0 = int(np.searchsorted(times, a, side="right")) - 1
+            i1 = int(np.searchsorted(times, b, side="left"))
+            held, start = (scenes[i0] if i0 >= 0 else departed_in), a
+            for j in range(i0 + 1, i1):
+                if times[j] > start:
+                    out.append((vehicle, scene, start, float(times[j]), held, held != scene))
+                held, start = scenes[j], float(times[j])
+            if b > start:
+                out.append((vehicle, scene, start, b, held, held != scene))
+    frame = pd.DataFrame(out, columns=columns)
+    frame["mismatched"] = frame["mismatched"].astype(bool)
+    return frame
+
+
+def _busiest_refiner(df: pd.DataFrame) -> str | None:
+    """The vehicle with the most refinement jobs (ties: most ``tx`` rows, then natural id order)."""
+    event = _object_column(df, "event")
+    vehicles = _object_column(df, "vehicle")
+    jobs = pd.Series(vehicles[(event == "refine_request") & pd.notna(vehicles)]).value_counts()
+    frames = pd.Series(vehicles[(event == "tx") & pd.notna(vehicles)]).value_counts()
+    ids = set(jobs.index) | set(frames.index)
+    if not ids:
+        return None
+    return str(min(ids, key=lambda v: (-int(jobs.get(v, 0)), -int(frames.get(v, 0)), _natural_key(v))))
+
+
+def _policy_colors(labels: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
+    """A fixed colour per policy kind (by :data:`POLICY_ORDER`), a label taking its policy's colour."""
+    from matplotlib import colormaps
+
+    tab10 = colormaps["tab10"]
+    known = {p: tab10(i) for i, p in enumerate(POLICY_ORDER)}
+    others = iter(tab10(i) for i in (7, 8, 9, 0, 1, 2, 3, 4, 5, 6))
+    out = {}
+    for label in labels:
+        policy = str(label).split(" ")[0]
+        if policy not in known:
+            known[policy] = next(others, (0.4, 0.4, 0.4, 1.0))
+        out[label] = known[policy]
+    return out
+
+
+def plot_refine_timeline(
+    df: pd.DataFrame,
+    vehicle: str,
+    path: str | Path,
+    *,
+    scenes: Sequence[str] | None = None,
+) -> Path:
+    """Draw one vehicle's refinement jobs against its scenes and image quality, and save it.
+
+    Three panels share the time axis: the vehicle's scene as coloured bands (``scene_enter``
+    rows); one horizontal bar per refinement job, from its ``refine_request`` to its
+    ``deploy`` (else its ``refine_done``; a job still running at the end reaches the end),
+    coloured by outcome (:data:`OUTCOME_COLORS`), with the time the policy aimed for
+    (``deadline_t_s``, a triangle) and the actual arrival at the target scene (``arrival_t_s``,
+    a bar); and each frame's PSNR (``tx``; hollow markers: decoded with a mismatched
+    estimator, red crosses: outage). An analytic run, which logs no PSNR, shows per frame
+    whether the estimator matched instead. Dotted vertical lines mark the deploys on every
+    panel.
+
+    Parameters
+    ----------
+    df
+        Events of one run (:func:`load_run`).
+    vehicle
+        The vehicle id.
+    path
+        PNG file to write.
+    scenes
+        Scene names in the order that fixes their colours (:func:`scene_colors`); default
+        the log's scene categories.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        If ``vehicle`` is not in the log or the file cannot be written.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    _check_vehicles(df, [vehicle])
+    if "seq" not in df.columns:
+        df = df.assign(seq=np.arange(len(df)))
+    mine = df.loc[_object_column(df, "vehicle") == vehicle]
+    event = _object_column(mine, "event")
+    tx = mine.loc[event == "tx"].sort_values(["t_s", "seq"], kind="stable")
+    if scenes is None:
+        cat = df["scene"].dtype
+        scenes = list(cat.categories) if isinstance(cat, pd.CategoricalDtype) else sorted(_present(df, "scene"))
+    colors = scene_colors([*scenes, *_present(df, "scene")])
+    iv = _scene_intervals(mine)
+    jobs = _job_bars(mine, end_s=_run_end_s(df))
+    deploy_t = mine.loc[event == "deploy", "t_s"].to_numpy(dtype="float64")
+
+    fig = new_figure(figsize=(11.5, 8.0))
+    ax_scene, ax_jobs, ax_q = fig.subplots(3, 1, sharex=True, height_ratios=[0.5, 1.6, 2.4])
+    times = [mine["t_s"].to_numpy(dtype="float64"), iv["end_s"].to_numpy(dtype="float64"),
+             jobs["end_s"].to_numpy(dtype="float64")]  # fmt: skip
+    everything = np.concatenate(times) if len(mine) else np.array([0.0, 1.0])
+    t0, t1 = float(np.nanmin(everything)), float(np.nanmax(everything))
+    span = max(t1 - t0, 1e-9)
+
+    # 1) scene bands
+    for row in iv.itertuples(index=False):
+        ax_scene.axvspan(row.start_s, row.end_s, color=colors.get(row.scene, _OTHER_COLOR), lw=0)
+        if row.end_s - row.start_s > 0.09 * span:
+            ax_scene.text((row.start_s + row.end_s) / 2, 0.5, row.scene, ha="center", va="center", fontsize=8.5,
+                          color="white", fontweight="bold")  # fmt: skip
+    ax_scene.set_yticks([])
+    ax_scene.set_ylim(0, 1)
+    ax_scene.set_ylabel("scene", rotation=0, ha="right", va="center")
+    used = list(dict.fromkeys(iv["scene"])) if len(iv) else []
+    if used:
+        ax_scene.legend(handles=[Patch(color=colors.get(s, _OTHER_COLOR), label=s) for s in used],
+                        loc="upper left", bbox_to_anchor=(1.005, 1.3), fontsize=8, frameon=False)  # fmt: skip
+
+    # 2) one bar per refinement job
+    for y, job in enumerate(jobs.itertuples(index=False)):
+        ax_jobs.barh(y, max(job.end_s - job.start_s, span * 0.002), left=job.start_s, height=0.6, zorder=3,
+                     color=OUTCOME_COLORS.get(job.outcome, _OTHER_COLOR), edgecolor="0.25", lw=0.5)  # fmt: skip
+        if np.isfinite(job.deadline_t_s):
+            ax_jobs.plot(job.deadline_t_s, y + 0.42, marker="v", ms=6, color="black", ls="none", zorder=4)
+        if np.isfinite(job.arrival_t_s):
+            ax_jobs.plot(job.arrival_t_s, y, marker="|", ms=14, mew=2.0, color="black", ls="none", zorder=4)
+    for row in iv.itertuples(index=False):
+        ax_jobs.axvspan(row.start_s, row.end_s, color=colors.get(row.scene, _OTHER_COLOR), alpha=0.12, lw=0, zorder=0)
+    if len(jobs) <= 14:
+        ax_jobs.set_yticks(range(len(jobs)), [f"-> {s}" for s in jobs["target_scene"]], fontsize=8)
+    else:
+        ax_jobs.set_yticks([])
+    ax_jobs.set_ylim(len(jobs) - 0.4 if len(jobs) else 0.6, -0.6)
+    ax_jobs.set_ylabel("refinement jobs")
+    if jobs.empty:
+        ax_jobs.text(0.5, 0.5, "no refinement job for this vehicle", transform=ax_jobs.transAxes, ha="center",
+                     va="center", color="0.4")  # fmt: skip
+    shown = list(dict.fromkeys(jobs["outcome"]))
+    handles = [Patch(facecolor=OUTCOME_COLORS.get(o, _OTHER_COLOR), edgecolor="0.25", label=o) for o in shown]
+    if np.isfinite(jobs["deadline_t_s"].to_numpy(dtype="float64")).any():
+        handles.append(Line2D([], [], marker="v", color="black", ls="none", label="aimed arrival\n(deadline_t_s)"))
+    if np.isfinite(jobs["arrival_t_s"].to_numpy(dtype="float64")).any():
+        handles.append(Line2D([], [], marker="|", ms=10, mew=2.0, color="black", ls="none",
+                              label="arrival at the\ntarget scene"))  # fmt: skip
+    handles.append(Line2D([], [], color=_DEPLOY_COLOR, ls=":", lw=1.4, label=f"deploy ({len(deploy_t)})"))
+    ax_jobs.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+
+    # 3) image quality per frame, mismatched estimator hollow
+    t = tx["t_s"].to_numpy(dtype="float64")
+    psnr = _float_column(tx, "psnr_db")
+    mism = _mismatch_flags(tx) == 1.0
+    for row in iv.itertuples(index=False):
+        ax_q.axvspan(row.start_s, row.end_s, color=colors.get(row.scene, _OTHER_COLOR), alpha=0.12, lw=0, zorder=0)
+    ms = 2.6 if len(t) > 400 else 4.2
+    if np.isfinite(psnr).any():
+        tp, yp = _break_gaps(t, psnr)
+        ax_q.plot(tp, yp, color=_PSNR_COLOR, lw=0.6, alpha=0.5, zorder=3)
+        ax_q.plot(t[~mism], psnr[~mism], ls="none", marker="o", ms=ms, color=_PSNR_COLOR, zorder=4)
+        ax_q.plot(t[mism], psnr[mism], ls="none", marker="o", ms=ms, mfc="white", mec=_PSNR_COLOR, mew=1.0, zorder=4)
+        outage = np.isnan(psnr)
+        if outage.any():
+            ax_q.scatter(t[outage], np.full(outage.sum(), 0.04), transform=ax_q.get_xaxis_transform(), marker="x",
+                         s=30, c="red", linewidths=1.3, zorder=5, clip_on=False)  # fmt: skip
+        ax_q.set_ylabel("PSNR (dB)")
+        q_handles = [Line2D([], [], color=_PSNR_COLOR, marker="o", ms=4.2, lw=0.6, label="PSNR per frame"),
+                     Line2D([], [], color=_PSNR_COLOR, marker="o", ms=4.2, mfc="white", mew=1.0, ls="none",
+                            label=f"estimator mismatched\n({int(mism.sum())} of {len(t)} frames)")]  # fmt: skip
+    else:
+        ax_q.plot(t, np.where(mism, 0.0, 1.0), ls="none", marker="|", ms=10, color=_PSNR_COLOR)
+        ax_q.set_yticks([0, 1], ["mismatched", "matched"])
+        ax_q.set_ylim(-0.6, 1.6)
+        ax_q.set_ylabel("estimator")
+        note = f"frame ({int(mism.sum())} of {len(t)}\nmismatched;\nno PSNR in this log)"
+        q_handles = [Line2D([], [], color=_PSNR_COLOR, marker="|", ms=8, ls="none", label=note)]
+    ax_q.grid(True, lw=0.4, color="0.88")
+    ax_q.legend(handles=q_handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+
+    for a in (ax_scene, ax_jobs, ax_q):
+        for td in deploy_t:
+            a.axvline(td, color=_DEPLOY_COLOR, lw=1.2, ls=":", zorder=2)
+        a.set_xlim(t0, t1 if t1 > t0 else t0 + 1.0)
+    ax_q.set_xlabel("simulated time t (s)")
+    tally = ", ".join(f"{int((jobs['outcome'] == o).sum())} {o}" for o in shown) or "no jobs"
+    info = df.attrs.get("run_info") if isinstance(df.attrs.get("run_info"), dict) else {}
+    policy = _run_kinds(df, info)[0]
+    fig.suptitle(f"{_run_name(df)} ({policy} policy): vehicle {vehicle} - refinement jobs ({tally}), "
+                 f"{len(deploy_t)} deploys", fontsize=11)  # fmt: skip
+    return _save(fig, Path(path))
+
+
+def _job_bars(rows: pd.DataFrame, *, end_s: float) -> pd.DataFrame:
+    """One row per refinement job of these rows: ``job_id, target_scene, start_s, end_s, outcome,
+    deadline_t_s, arrival_t_s`` (in order of request)."""
+    columns = ["job_id", "target_scene", "start_s", "end_s", "outcome", "deadline_t_s", "arrival_t_s"]
+    event = _object_column(rows, "event")
+    ids = _object_column(rows, "job_id")
+    found: dict[str, dict[str, object]] = {}
+    for e in ("refine_request", "refine_done", "deploy"):
+        sub = rows.loc[(event == e) & pd.notna(ids)]
+        for job_id, t_s, target, outcome, deadline, arrival, total in zip(
+            _object_column(sub, "job_id"), sub["t_s"].to_numpy(dtype="float64"), _object_column(sub, "target_scene"),
+            _object_column(sub, "outcome"), _float_column(sub, "deadline_t_s"), _float_column(sub, "arrival_t_s"),
+            _float_column(sub, "total_s"), strict=True,
+        ):  # fmt: skip
+            job = found.setdefault(str(job_id), {"job_id": str(job_id), "target_scene": None, "start_s": np.nan,
+                                                 "end_s": np.nan, "outcome": "in flight", "deadline_t_s": np.nan,
+                                                 "arrival_t_s": np.nan})  # fmt: skip
+            job["target_scene"] = job["target_scene"] or target
+            if e == "refine_request":
+                job["start_s"] = t_s
+            elif e == "refine_done":
+                job["outcome"] = str(outcome) if outcome is not None else "done"
+                if np.isnan(job["end_s"]):
+                    job["end_s"] = t_s
+                if np.isnan(job["start_s"]) and np.isfinite(total):
+                    job["start_s"] = t_s - total
+            else:
+                job["end_s"] = t_s
+            if np.isfinite(deadline):
+                job["deadline_t_s"] = deadline
+            if np.isfinite(arrival):
+                job["arrival_t_s"] = arrival
+    out = pd.DataFrame(list(found.values()), columns=columns)
+    out["start_s"] = out["start_s"].fillna(out["end_s"]).astype("float64")
+    out["end_s"] = out["end_s"].fillna(end_s).astype("float64")
+    out["target_scene"] = out["target_scene"].fillna("?")
+    out = out.dropna(subset=["start_s"]).sort_values("start_s", kind="stable")
+    return out.reset_index(drop=True)
+
+
+def _slack_values(df: pd.DataFrame) -> np.ndarray:
+    """Finite ``slack_s`` of the ``refine_done`` rows of an event log, or of any frame with ``slack_s``."""
+    if "event" in df.columns:
+        df = df.loc[_object_column(df, "event") == "refine_done"]
+    return _finite(_float_column(df, "slack_s"))
+
+
+def plot_slack_cdf(runs: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    """Draw the empirical CDF of the refinement slack per policy, and save it.
+
+    Slack is ``slack_s`` of the finished jobs: the vehicle's arrival at the target scene minus
+    the adapter's delivery (> 0: the adapter was there first). A vertical line marks 0; each
+    curve's label gives its number of jobs and the share in time.
+
+    Parameters
+    ----------
+    runs
+        ``label -> frame``: an event log (its ``refine_done`` rows are used) or any frame with
+        a ``slack_s`` column (e.g. several runs' ``refine_done`` rows of one policy).
+    path
+        PNG file to write.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written.
+    """
+    fig = new_figure(figsize=(8.5, 5.0))
+    ax = fig.add_subplot()
+    colors = _policy_colors(list(runs))
+    drawn = 0
+    for label, frame in runs.items():
+        slack = np.sort(_slack_values(frame))
+        if not len(slack):
+            continue
+        y = np.arange(1, len(slack) + 1) / len(slack)
+        ax.step(np.concatenate([[slack[0]], slack]), np.concatenate([[0.0], y]), where="post", lw=1.8,
+                color=colors[label], label=f"{label} (n={len(slack)}, {np.mean(slack >= 0):.0%} in time)")  # fmt: skip
+        drawn += 1
+    ax.axvline(0.0, color="black", lw=1.0, zorder=1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("slack (s): arrival at the target scene - adapter delivered (> 0: in time)")
+    ax.set_ylabel("share of finished jobs")
+    ax.grid(True, lw=0.4, color="0.88")
+    if drawn:
+        ax.legend(loc="upper left", fontsize=8.5, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no finished refinement job with a slack", transform=ax.transAxes, ha="center",
+                va="center", color="0.4")  # fmt: skip
+    ax.set_title("refinement slack per policy (empirical CDF)", fontsize=11)
+    return _save(fig, Path(path))
+
+
+def plot_quality_vs_cost(table: pd.DataFrame, path: str | Path) -> Path:
+    """Draw image quality against GPU cost, one labelled point per policy, and save it.
+
+    Each policy's point is the mean over its runs of ``psnr_mean`` (y) and ``gpu_s`` (x);
+    with several runs of a policy, the runs are drawn as small faint points around it. A table
+    without PSNR (analytic runs) plots ``mismatched_share`` instead (lower is better).
+
+    Parameters
+    ----------
+    table
+        A :func:`compare_runs` table.
+    path
+        PNG file to write.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written.
+    """
+    fig = new_figure(figsize=(7.5, 5.5))
+    ax = fig.add_subplot()
+    has_psnr = bool(np.isfinite(table["psnr_mean"].to_numpy(dtype="float64")).any()) if len(table) else False
+    y_col = "psnr_mean" if has_psnr else "mismatched_share"
+    policies = list(dict.fromkeys(str(p) for p in table["policy"]))
+    colors = _policy_colors(policies)
+    for policy in policies:
+        runs = table.loc[table["policy"].astype(str) == policy]
+        x, y = runs["gpu_s"].to_numpy(dtype="float64"), runs[y_col].to_numpy(dtype="float64")
+        if len(runs) > 1:
+            ax.plot(x, y, ls="none", marker="o", ms=4, alpha=0.35, color=colors[policy])
+        if not np.isfinite(y).any():
+            continue
+        mx, my = float(np.nanmean(x)), float(np.nanmean(y))
+        ax.plot(mx, my, ls="none", marker="o", ms=9, color=colors[policy], mec="black", mew=0.8, zorder=3)
+        note = f"{policy} ({len(runs)} runs)" if len(runs) > 1 else policy
+        ax.annotate(note, (mx, my), xytext=(7, 5), textcoords="offset points", fontsize=9)
+    ax.set_xlabel("GPU time of refinement (s, per run)")
+    ax.set_ylabel("mean PSNR (dB)" if has_psnr else "share of frames with a mismatched estimator (lower is better)")
+    ax.grid(True, lw=0.4, color="0.88")
+    ax.margins(x=0.15, y=0.15)
+    what = "image quality" if has_psnr else "estimator mismatch (no PSNR in these logs)"
+    ax.set_title(f"{what} vs refinement cost per policy", fontsize=11)
+    return _save(fig, Path(path))

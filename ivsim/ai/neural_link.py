@@ -12,6 +12,15 @@ call:
 * **channel**: drawn by Sionna for the scene the vehicle is in, at its speed and the
   serving cell's carrier, ``link.channel_realizations`` draws per frame; the noise
   variance is ``1 / SINR`` (interference is treated as noise);
+* **random numbers** (common random numbers across runs): each :meth:`~NeuralLinkEvaluator.evaluate`
+  call seeds its own generators from the run seed and the batch's sent ``(vehicle,
+  frame)`` pairs (:func:`~ivsim.ai.link.stable_seed`, one stream each for channels,
+  noise and estimator sampling), and sends the frames in ``(vehicle, frame)`` order.
+  A batch of the same frames therefore sees the same channels and noise whatever
+  came before it, whatever order its frames came in, and whichever estimators decode
+  them; an estimator group's sampling noise depends only on the batch and the group's
+  frames. Runs that differ only in their refinement policy see the same draws for
+  the frames they batch alike;
 * **estimator**: the receiver's. In the downlink the vehicle receives and uses the
   estimator it holds, by default the one of the scene it departed in, so a vehicle
   that crosses into another scene is mismatched; in the uplink the base station
@@ -24,6 +33,10 @@ call:
   compute latency ``compute_s`` from a :mod:`~ivsim.ai.latency` profile (default,
   deterministic) or the measured wall time of the batched call
   (``link.latency: measured``); delay = queue + airtime + compute.
+
+Per-frame columns of ``extra``: ``codec``, ``estimator``, ``estimator_scene``,
+``symbols``, ``compute_s`` and ``pilot_resid_db`` (the receiver-side pilot residual
+of :class:`~ivsim.ai.link.ChainOutput`, dB; NaN in outage).
 
 A frame below ``link.min_sinr_db`` is an outage (not sent, no quality); a frame the
 codec declares lost (digital: failed code blocks) is dropped with reason ``decode``;
@@ -53,7 +66,7 @@ from ivsim.ai.estimators import (
 )
 from ivsim.ai.images import DEFAULT_IMAGES, ImageFolder
 from ivsim.ai.latency import LatencyProfile, default_profile_name, load_latency_profile
-from ivsim.ai.link import PERFECT, ChannelBank, LinkChain
+from ivsim.ai.link import PERFECT, ChannelBank, LinkChain, stable_seed
 from ivsim.config.schema import GridModel, Scenario, profile_hash
 from ivsim.errors import ModelError, ScenarioError
 from ivsim.phy import GridSpec
@@ -104,7 +117,8 @@ class NeuralLinkEvaluator:
     scenario
         The scenario (its ``link``, ``scenes``, ``profiles``, ``base_stations``, ``device``).
     seed
-        Seeds channels, noise and diffusion sampling (same seed, same results on a device).
+        Seeds channels, noise and diffusion sampling, together with each batch's
+        ``(vehicle, frame)`` pairs (same seed and batch, same results on a device).
     notes
         Lines for the run's log (estimator fall-backs, device fall-back) are appended here.
 
@@ -160,7 +174,7 @@ class NeuralLinkEvaluator:
         if spec.latency == "profile":
             self.latency = load_latency_profile(spec.latency_profile or default_profile_name(self.device.type))
         self._frame_latency: dict[str, float] = {}
-        self.generator = torch.Generator(device=self.device).manual_seed(int(seed) % (2**63))
+        self.seed = int(seed) % 2**64
         self.calls = 0
         self.wall_s = 0.0
 
@@ -259,6 +273,28 @@ class NeuralLinkEvaluator:
             )  # fmt: skip
         return self._frame_latency[est_name]
 
+    def generators(self, vehicle: np.ndarray, frame: np.ndarray) -> tuple[torch.Generator, torch.Generator, int]:
+        """The random streams of one batch: channel generator, noise generator, estimator sampling seed.
+
+        Parameters
+        ----------
+        vehicle, frame
+            The sent frames' vehicle and frame numbers, in the order they are sent.
+
+        Returns
+        -------
+        channel : torch.Generator
+            Draws the channels (topologies, fading).
+        noise : torch.Generator
+            Draws the AWGN.
+        sampling_seed : int
+            The ``sampling_seed`` of :meth:`~ivsim.ai.link.LinkChain.transmit`.
+        """
+        key = stable_seed(self.seed, vehicle, frame)
+        channel = torch.Generator(device=self.device).manual_seed(stable_seed(key, 0))
+        noise = torch.Generator(device=self.device).manual_seed(stable_seed(key, 1))
+        return channel, noise, stable_seed(key, 2)
+
     def evaluate(self, batch: TxBatch) -> TxResult:
         """Send every frame of ``batch`` through the neural link in one batched chain call."""
         import time
@@ -266,11 +302,15 @@ class NeuralLinkEvaluator:
         n = len(batch)
         nan = np.full(n, np.nan)
         psnr, ssim, nmse, compute = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+        resid = nan.copy()
         lost = np.zeros(n, dtype=bool)
         est_names = np.full(n, None, dtype=object)
         est_scenes = np.full(n, None, dtype=object)
         outage = batch.sinr_db < self.min_sinr_db
+        frame = np.zeros(n, dtype=np.int64) if batch.frame is None else batch.frame.astype(np.int64)
+        vehicle = batch.vehicle.astype(np.int64)
         sent = np.flatnonzero(~outage)
+        sent = sent[np.lexsort((frame[sent], vehicle[sent]))]  # (vehicle, frame) order: draws independent of order
         held = batch.estimator_scene if batch.estimator_scene is not None else batch.scene
         held = np.where(held < 0, batch.scene, held)
         adapters = getattr(batch, "adapter_id", None)
@@ -281,25 +321,25 @@ class NeuralLinkEvaluator:
             _, est_names[i], est_scenes[i] = holders[k]
         if len(sent):
             t0 = time.perf_counter()
-            frame = batch.frame if batch.frame is not None else np.zeros(n, dtype=np.int64)
-            image_idx = (13 * batch.vehicle[sent].astype(np.int64) + frame[sent]) % len(self.images)
+            channel_gen, noise_gen, sampling_seed = self.generators(vehicle[sent], frame[sent])
+            image_idx = (13 * vehicle[sent] + frame[sent]) % len(self.images)
             images = self.images[torch.as_tensor(image_idx, device=self.device)]
             h = self.channels.draw(
                 [self.scene_profiles[s] for s in batch.scene[sent]],
                 batch.carrier_hz[sent],
                 batch.speed_mps[sent],
                 realizations=self.chain.realizations,
-                generator=self.generator,
+                generator=channel_gen,
             )
             members: dict[tuple[int, str], list[int]] = {}
             for j, i in enumerate(sent):
                 members.setdefault(keys[i], []).append(j)
             groups = [(holders[k][0], torch.as_tensor(m)) for k, m in sorted(members.items())]
-            out = self.chain.transmit(
-                images, h, torch.as_tensor(batch.sinr_db[sent], dtype=torch.float32), groups, generator=self.generator
-            )
+            sinr = torch.as_tensor(batch.sinr_db[sent], dtype=torch.float32)
+            out = self.chain.transmit(images, h, sinr, groups, generator=noise_gen, sampling_seed=sampling_seed)
             psnr[sent], ssim[sent], lost[sent] = out.psnr_db, out.ssim, out.lost
             nmse[sent] = np.where(np.isfinite(out.nmse_db), out.nmse_db, np.nan)
+            resid[sent] = out.pilot_resid_db
             measured = sum(out.seconds.values())
             if self.latency is None:
                 compute[sent] = measured
@@ -317,6 +357,14 @@ class NeuralLinkEvaluator:
         reason[outage] = "outage"
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(outage, 0.0, batch.size_bits / airtime)
+        extra = {
+            "codec": np.full(n, self.codec_name, dtype=object),
+            "estimator": est_names,
+            "estimator_scene": est_scenes,
+            "symbols": np.where(outage, 0, self.chain.symbols).astype(np.int64),
+            "compute_s": compute,
+            "pilot_resid_db": resid,
+        }
         return TxResult(
             rate_bps=rate,
             airtime_s=airtime,
@@ -326,11 +374,5 @@ class NeuralLinkEvaluator:
             psnr_db=psnr,
             ssim=ssim,
             nmse_db=nmse,
-            extra={
-                "codec": np.full(n, self.codec_name, dtype=object),
-                "estimator": est_names,
-                "estimator_scene": est_scenes,
-                "symbols": np.where(outage, 0, self.chain.symbols).astype(np.int64),
-                "compute_s": compute,
-            },
+            extra=extra,
         )

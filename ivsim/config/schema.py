@@ -19,11 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 __all__ = [
+    "XY",
     "AdapterSize",
     "Backhaul",
     "BaseStationSpec",
@@ -53,7 +55,6 @@ __all__ = [
     "SystemLevelProfile",
     "TrafficSpec",
     "VehicleSpec",
-    "XY",
 ]
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -296,7 +297,21 @@ class CloudSpec(Model):
     id: Name = "cloud"
     gpus: int = Field(1, ge=1, description="GPU slots; jobs queue when all are busy.")
     backhaul: Backhaul = Backhaul()
-    queue: Literal["fifo"] = "fifo"
+    queue: Literal["fifo", "edf"] = Field(
+        "fifo",
+        description=(
+            "Order in which queued jobs get a GPU: fifo (arrival order) or edf (earliest refinement deadline "
+            "first; jobs without a deadline last, in arrival order)."
+        ),
+    )
+    admission: Literal["none", "deadline"] = Field(
+        "none",
+        description=(
+            "none admits every job; deadline turns away a refinement whose estimated completion (queue ahead, "
+            "service, download) is later than its deadline (refine_done outcome cancelled, reason admission). "
+            "Jobs asked for the scene a vehicle is already in have their deadline behind them and are turned away."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- vehicles
@@ -540,31 +555,153 @@ class RefineTiming(RefineCost):
     )
 
 
-def _policy_kind(value: str) -> str:
-    from ivsim.refine.policies import POLICIES  # torch-free; imported here to keep schema free of sim code
+def _kind_params(spec: BaseModel, what: str, params: dict[str, frozenset[str]]) -> None:
+    """Refuse a parameter set beside ``kind`` that does not belong to that kind (built-in kinds only)."""
+    kind = spec.kind  # type: ignore[attr-defined]
+    if kind not in params:
+        return
+    allowed = params[kind]
+    given = (spec.model_fields_set | set(spec.model_extra or {})) - {"kind"}
+    wrong = sorted(given - allowed)
+    if wrong:
+        have = ", ".join(sorted(allowed)) or "none"
+        msg = f"{', '.join(wrong)}: not a parameter of {what} {kind!r} (its parameters: {have})"
+        raise ValueError(msg)
 
-    if value in POLICIES or ":" in value:
+
+def _kind_dump(spec: BaseModel, handler: Any, params: dict[str, frozenset[str]]) -> dict[str, Any]:
+    """Serialise only ``kind`` and the parameters of that kind (a custom kind: its own extras)."""
+    data = handler(spec)
+    keep = params.get(spec.kind, frozenset(spec.model_extra or {}))  # type: ignore[attr-defined]
+    return {k: v for k, v in data.items() if k == "kind" or k in keep}
+
+
+def _registry_kind(value: str, registry: str, what: str) -> str:
+    module = __import__(f"ivsim.refine.{registry}", fromlist=["KINDS"])  # torch-free; keeps schema free of sim code
+    if value in module.KINDS or ":" in value:
         return value
-    msg = f"unknown refinement policy kind {value!r} (allowed: {', '.join(sorted(POLICIES))}, or 'module:Class')"
+    msg = f"unknown {what} kind {value!r} (allowed: {', '.join(sorted(module.KINDS))}, or 'module:Class')"
     raise ValueError(msg)
 
 
+def _policy_kind(value: str) -> str:
+    return _registry_kind(value, "policies", "refinement policy")
+
+
+def _detector_kind(value: str) -> str:
+    return _registry_kind(value, "detectors", "scene-change detector")
+
+
+_JOB_SIZE = frozenset({"samples", "steps"})
+POLICY_PARAMS: dict[str, frozenset[str]] = {
+    "never": frozenset(),
+    "oracle": frozenset(),
+    "reactive": _JOB_SIZE,
+    "periodic": _JOB_SIZE | {"period_s"},
+    "proactive": _JOB_SIZE | {"margin_s"},
+    "cached": frozenset({"margin_s", "fallback"}),
+    "adaptive": _JOB_SIZE | {"margin_s", "quantile", "window", "min_observed", "fit_steps", "min_steps"},
+}
+"""The parameters each built-in policy kind takes beside ``kind``."""
+
+DETECTOR_PARAMS: dict[str, frozenset[str]] = {
+    "route_lookahead": frozenset({"spacing_m", "speed"}),
+    "knowledge_map": frozenset({"cell_m", "horizon_m", "update_s"}),
+    "channel_statistics": frozenset({"threshold", "drift", "warmup_frames", "statistic"}),
+}
+"""The parameters each built-in detector kind takes beside ``kind``."""
+
+
 class RefinePolicySpec(Model):
-    """When a vehicle asks the cloud to refine its channel estimator (``ivsim.refine.policies`` registry)."""
+    """When a vehicle asks the cloud to refine its channel estimator (``ivsim.refine.policies`` registry).
+
+    The parameters beside ``kind`` belong to particular kinds (:data:`POLICY_PARAMS`); a
+    ``module:Class`` policy receives any others in ``model_extra``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     kind: Annotated[str, Field(min_length=1), AfterValidator(_policy_kind)] = Field(
         "never",
         description=(
-            "never; reactive (on entering a scene its estimator was not made or refined for, unless a job for "
-            "that scene is already in flight); or package.module:Class."
+            "never; reactive (on entering, or detecting, a scene its estimator was not made for); proactive "
+            "(at the predicted boundary arrival minus the estimated budget minus margin_s); adaptive (proactive "
+            "with the budget learnt online from finished jobs); cached (only fetch adapters the cloud already "
+            "holds); periodic (every period_s, for the scene the vehicle is in); oracle (the scene's own "
+            "estimator, always, at no cost: the upper bound); or package.module:Class."
         ),
     )
+    samples: int | None = Field(None, ge=1, le=4096, description="N for this policy's jobs (default refinement.samples).")
+    steps: int | None = Field(None, ge=1, le=5000, description="K for this policy's jobs (default refinement.steps).")
+    margin_s: PositiveFloat = Field(5.0, description="proactive, adaptive, cached: start this much earlier still.")
+    period_s: PositiveFloat = Field(30.0, description="periodic: seconds between checks.")
+    fallback: Literal["none", "reactive"] = Field(
+        "none", description="cached: what to do when the cloud holds no adapter (none, or ask like reactive)."
+    )
+    quantile: float = Field(0.9, gt=0, le=1, description="adaptive: budget = this quantile of observed job times.")
+    window: int = Field(20, ge=1, description="adaptive: how many of the latest finished jobs it learns from.")
+    min_observed: int = Field(3, ge=1, description="adaptive: finished jobs needed before it trusts what it learnt.")
+    fit_steps: bool = Field(
+        False, description="adaptive: cut K so the job fits the time left before the boundary (never below min_steps)."
+    )
+    min_steps: int = Field(10, ge=1, le=5000, description="adaptive with fit_steps: the fewest steps K it will ask.")
+
+    @model_validator(mode="after")
+    def _params_belong(self) -> RefinePolicySpec:
+        _kind_params(self, "policy", POLICY_PARAMS)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _kind_dump(self, handler, POLICY_PARAMS)
+
+
+class DetectorSpec(Model):
+    """How a vehicle learns that a scene change is coming or has happened (``ivsim.refine.detectors`` registry)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kind: Annotated[str, Field(min_length=1), AfterValidator(_detector_kind)] = Field(
+        "route_lookahead",
+        description=(
+            "route_lookahead (sample the planned route every spacing_m, predict boundary arrivals); "
+            "knowledge_map (scenes on a grid of cell_m cells, looked up along the vehicle's heading for "
+            "horizon_m); channel_statistics (CUSUM on the receiver's pilot residual: no map, link.fidelity full); "
+            "or package.module:Class."
+        ),
+    )
+    spacing_m: PositiveFloat = Field(100.0, description="route_lookahead: distance between route samples.")
+    speed: Literal["planned", "observed"] = Field(
+        "planned",
+        description="route_lookahead: arrival from the map's planned edge speeds or the vehicle's speed now.",
+    )
+    cell_m: PositiveFloat = Field(50.0, description="knowledge_map: grid cell size.")
+    horizon_m: PositiveFloat = Field(1000.0, description="knowledge_map: how far ahead along the heading it looks.")
+    update_s: PositiveFloat = Field(5.0, description="knowledge_map: seconds between new predictions.")
+    threshold: PositiveFloat = Field(8.0, description="channel_statistics: CUSUM alarm threshold (in sigmas).")
+    drift: NonNegativeFloat = Field(1.0, description="channel_statistics: CUSUM drift allowance (in sigmas).")
+    warmup_frames: int = Field(
+        8, ge=2, description="channel_statistics: frames that set the baseline after departure, a deploy or an alarm."
+    )
+    statistic: Name = Field("pilot_resid_db", description="channel_statistics: the tx column it watches.")
+
+    @model_validator(mode="after")
+    def _params_belong(self) -> DetectorSpec:
+        _kind_params(self, "detector", DETECTOR_PARAMS)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _kind_dump(self, handler, DETECTOR_PARAMS)
 
 
 class RefinementSpec(Model):
     """Cloud refinement of the vehicles' channel estimators: what a job computes, and what it costs."""
 
     policy: RefinePolicySpec = Field(RefinePolicySpec(), description="When vehicles request a refinement.")
+    detector: DetectorSpec = Field(
+        DetectorSpec(), description="How vehicles learn of scene changes ahead (the policy acts on what it says)."
+    )
     samples: int = Field(256, ge=1, le=4096, description="Channel samples N the large model generates per job.")
     steps: int = Field(100, ge=1, le=5000, description="LoRA fine-tuning steps K per job.")
     lora_rank: int = Field(8, ge=1, le=64, description="LoRA rank of the adapter.")

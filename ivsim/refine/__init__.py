@@ -8,9 +8,13 @@ deploys it. The job's life as SimPy events is in :mod:`ivsim.sim.cloud`
 (:meth:`~ivsim.sim.cloud.CloudNode.request_refinement`); this package holds what
 it is made of:
 
+``detectors``
+    how a vehicle learns of scene changes ahead or under way
+    (:class:`~ivsim.refine.detectors.Detector`, the registry
+    :data:`~ivsim.refine.detectors.KINDS` keyed by ``refinement.detector.kind``).
 ``policies``
-    when a vehicle asks (:class:`~ivsim.refine.policies.RefinePolicy`, the registry
-    :data:`~ivsim.refine.policies.POLICIES` keyed by ``refinement.policy.kind``).
+    when a vehicle asks, and for what (:class:`~ivsim.refine.policies.RefinePolicy`, the
+    registry :data:`~ivsim.refine.policies.KINDS` keyed by ``refinement.policy.kind``).
 ``budget``
     what a job costs in seconds and bytes (:class:`~ivsim.refine.budget.RefineTimingModel`).
 ``service``
@@ -21,7 +25,8 @@ it is made of:
 from __future__ import annotations
 
 from ivsim.refine.budget import RefineTimingModel, load_refine_timing, pilot_bytes
-from ivsim.refine.policies import POLICIES, NeverPolicy, ReactivePolicy, RefinePolicy, make_policy
+from ivsim.refine.detectors import Boundary, Detector, make_detector
+from ivsim.refine.policies import POLICIES, Decision, Plan, RefinePolicy, make_policy
 from ivsim.refine.service import (
     FULL_REFINER,
     AnalyticRefiner,
@@ -35,14 +40,17 @@ __all__ = [
     "FULL_REFINER",
     "POLICIES",
     "AnalyticRefiner",
-    "NeverPolicy",
-    "ReactivePolicy",
+    "Boundary",
+    "Decision",
+    "Detector",
+    "Plan",
     "RefinePolicy",
     "RefineRequest",
     "RefineTimingModel",
     "RefineWork",
     "Refiner",
     "load_refine_timing",
+    "make_detector",
     "make_policy",
     "make_refiner",
     "pilot_bytes",

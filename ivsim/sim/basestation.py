@@ -178,7 +178,8 @@ class FrameScheduler:
         ids = sim.vehicle_ids_array()[idx]
         scores = getattr(evaluator, "scores_images", False)
         # the receiver's estimator (version, adapter); an evaluator's own columns in `extra` take precedence
-        extra = {"estimator_version": batch.estimator_version, "adapter_id": batch.adapter_id}
+        mismatched = np.zeros(n, dtype=bool) if uplink else batch.estimator_scene != batch.scene
+        extra = {"estimator_version": batch.estimator_version, "adapter_id": batch.adapter_id, "mismatched": mismatched}
         if scores:
             extra |= {"psnr_db": result.psnr_db, "ssim": result.ssim, "nmse_db": result.nmse_db}
         extra |= result.extra
@@ -189,3 +190,7 @@ class FrameScheduler:
             airtime_s=result.airtime_s, delay_s=result.delay_s, delivered=delivered, drop_reason=reason,
             x_m=x, y_m=y, lon=lon, lat=lat, speed_mps=batch.speed_mps, **extra,
         )  # fmt: skip
+        if not uplink:  # the receiver's own statistics feed a map-free scene-change detector
+            alarms = sim.detector.observe(sim, idx, now, extra)
+            for v in alarms.tolist():
+                sim.fleet[v].alarm(float(getattr(sim.detector, "last_stat", {}).get(v, np.nan)))

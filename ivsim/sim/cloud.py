@@ -4,7 +4,9 @@ A job travels from its base station to the cloud over that station's backhaul
 (latency + bits / rate; one transfer at a time per link and direction), waits in
 the cloud's queue for a free GPU (a ``simpy.Resource``), runs, and its result
 travels back. :meth:`CloudNode.run` is the dispatcher: it takes a free GPU, then
-the next queued job (first in, first out, whatever its kind), and hands it the GPU.
+the next queued job (whatever its kind) and hands it the GPU. ``cloud.queue`` says
+which job is next: ``fifo`` (arrival order) or ``edf`` (the refinement with the
+earliest deadline; jobs without one after, in arrival order).
 
 Generic jobs (:class:`Job`, :meth:`CloudNode.submit`) have a fixed service time.
 Rows: ``job_queued`` (on arrival at the cloud, with ``queue_len``), ``job_start``
@@ -17,7 +19,9 @@ process:
 
 1. ``refine_request`` (vehicle, ``target_scene``, the ``estimator_scene`` and
    ``estimator_version`` held now, ``samples``, ``steps``, ``upload_bytes``,
-   ``policy``; ``bs``, ``sinr_db``, ``rate_bps`` of the uplink hop).
+   ``policy``, ``detector``, ``deadline_t_s`` (when the policy wants the estimator on
+   board: the predicted boundary arrival); ``bs``, ``sinr_db``, ``rate_bps`` of the
+   uplink hop).
 2. Uplink air: ``air_up_s = upload bits / rate``, the Shannon rate
    (:func:`~ivsim.sim.links.shannon_rate_bps`) at the vehicle's uplink SINR to its
    serving base station over that station's whole bandwidth: a short control
@@ -29,7 +33,10 @@ process:
    the id from :meth:`~ivsim.refine.service.Refiner.adapter_id`); a hit needs no
    GPU (``cached``; queue and GPU stages 0). Jobs in flight for the same adapter
    are not merged: each computes it.
-5. Otherwise the job queues for a GPU (``queue_s``; ``refine_start`` with
+5. Otherwise, unless admission control turns it away (``cloud.admission:
+   deadline``: its estimated completion, :meth:`CloudNode.estimate_budget`, is
+   after its deadline; outcome ``cancelled``, reason ``admission``), the job
+   queues for a GPU (``queue_s``; ``refine_start`` with
    ``queue_len``), the refiner runs (:meth:`~ivsim.refine.service.Refiner.refine`,
    at the simulated instant the job starts), and the GPU is held for
    ``lm_infer_s + finetune_s``: from the timing model (``refinement.latency:
@@ -43,16 +50,24 @@ process:
    meanwhile cancels the job (``vehicle_gone``).
 7. ``refine_done``: ``upload_s, queue_s, lm_infer_s, finetune_s, download_s``
    (which add up to ``total_s``, request to end), the hops, bytes, ``gpu_s``,
-   ``cached``, ``outcome`` (done, failed, cancelled), ``reason``, ``adapter_id``,
-   and ``bs``, ``sinr_db``, ``rate_bps`` of the downlink hop. Stages a job did not
-   reach count 0.
-8. ``deploy`` (done jobs): the vehicle's ``estimator_version`` goes up by one, its
-   ``estimator_scene`` becomes the target, its ``adapter_id`` the new adapter.
+   ``cached``, ``outcome``, ``reason``, ``adapter_id``, ``policy``,
+   ``deadline_t_s``, ``arrival_t_s`` (when the vehicle actually entered, or will
+   enter, the target scene on that trip: the truth from its schedule; NaN if it
+   never does), ``slack_s = arrival_t_s - t_s`` for finished jobs, and ``bs``,
+   ``sinr_db``, ``rate_bps`` of the downlink hop. ``outcome``: ``met`` (the adapter
+   arrived before the vehicle entered the scene, or the vehicle never enters it),
+   ``late``, ``cancelled`` or ``failed``. Stages a job did not reach count 0.
+8. ``deploy`` (finished jobs): the adapter is on board as estimator version
+   ``estimator_version`` (one more than the vehicle's last); the vehicle uses it at
+   once if it is in the target scene, else when it enters it
+   (:meth:`~ivsim.sim.vehicle.Vehicle.install`); ``active`` says which.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -150,6 +165,9 @@ class RefineResult:
     outcome: str = ""
     reason: str | None = None
     adapter_id: str | None = None
+    policy: str | None = None
+    deadline_t_s: float = float("nan")
+    arrival_t_s: float = float("nan")
 
     @property
     def upload_s(self) -> float:
@@ -175,7 +193,8 @@ class RefineResult:
             "air_up_s": self.air_up_s, "backhaul_up_s": self.backhaul_up_s, "backhaul_down_s": self.backhaul_down_s,
             "air_down_s": self.air_down_s, "upload_bytes": self.upload_bytes, "download_bytes": self.download_bytes,
             "gpu_s": self.gpu_s, "cached": self.cached, "outcome": self.outcome, "reason": self.reason,
-            "adapter_id": self.adapter_id,
+            "adapter_id": self.adapter_id, "policy": self.policy, "deadline_t_s": self.deadline_t_s,
+            "arrival_t_s": self.arrival_t_s,
         }  # fmt: skip
 
 
@@ -216,7 +235,8 @@ class CloudNode:
         self.id = spec.id
         env = sim.env
         self.gpus = simpy.Resource(env, capacity=spec.gpus)
-        self.queue = simpy.Store(env)
+        self.queue = simpy.PriorityStore(env)
+        self._seq = itertools.count()
         self.up = []
         self.down = []
         for bs in sim.scenario.base_stations:
@@ -228,6 +248,15 @@ class CloudNode:
         """The cloud's adapter cache: adapter id -> size in bytes."""
         self.refinements = 0
         self._in_flight: dict[int, list[int]] = {}
+        self.finished_totals: list[float] = []
+        """``total_s`` of every finished (not cached) refinement, in finishing order (what adaptive policies learn)."""
+        self.serving = 0
+        """Jobs holding a GPU now (the dispatcher's own standing request for the next free GPU is not one)."""
+
+    def _enqueue(self, start: Callable[[simpy.Request, int], None], deadline_t_s: float = math.inf) -> simpy.Event:
+        """Queue a job's start callback; the dispatcher calls it with a GPU (order: ``cloud.queue``)."""
+        key = deadline_t_s if self.spec.queue == "edf" and not math.isnan(deadline_t_s) else math.inf
+        return self.queue.put(simpy.PriorityItem((key, next(self._seq)), start))
 
     def submit(self, job: Job) -> simpy.Process:
         """Start ``job``; the returned process's value is its :class:`JobResult`."""
@@ -244,7 +273,7 @@ class CloudNode:
             "job_queued", env.now, job.job_id, job_id=job.job_id, job_kind=job.kind, vehicle=job.vehicle,
             bs=self.sim.radio.bs_ids[job.bs], upload_bits=job.upload_bits, queue_len=len(self.queue.items),
         )  # fmt: skip
-        yield self.queue.put(lambda gpu, queue_len: self._start_job(job, res, started, finished, gpu, queue_len))
+        yield self._enqueue(lambda gpu, queue_len: self._start_job(job, res, started, finished, gpu, queue_len))
         yield finished
         yield from self.down[job.bs].transfer(job.download_bits)
         res.returned_s = env.now
@@ -260,8 +289,8 @@ class CloudNode:
         while True:
             gpu = self.gpus.request()
             yield gpu
-            start: Callable[[simpy.Request, int], None] = yield self.queue.get()
-            start(gpu, len(self.queue.items))
+            item: simpy.PriorityItem = yield self.queue.get()
+            item.item(gpu, len(self.queue.items))
 
     def _start_job(
         self, job: Job, res: JobResult, started: simpy.Event, finished: simpy.Event, gpu: simpy.Request, queue_len: int
@@ -279,9 +308,11 @@ class CloudNode:
         self, job: Job, res: JobResult, gpu: simpy.Request, finished: simpy.Event
     ) -> Generator[simpy.Event, None, None]:
         env = self.sim.env
+        self.serving += 1
         try:
             yield env.timeout(job.service_s)
         finally:
+            self.serving -= 1
             self.gpus.release(gpu)
         res.finished_s = env.now
         self.jobs_done += 1
@@ -293,7 +324,17 @@ class CloudNode:
         """Target scenes (numbers) of the refinement jobs of ``vehicle`` not finished yet."""
         return self._in_flight.get(vehicle, [])
 
-    def request_refinement(self, vehicle: int, target_scene: int, *, policy: str = "") -> simpy.Process:
+    def request_refinement(
+        self,
+        vehicle: int,
+        target_scene: int,
+        *,
+        policy: str = "",
+        deadline_t_s: float = float("nan"),
+        arrival_t_s: float = float("nan"),
+        samples: int | None = None,
+        steps: int | None = None,
+    ) -> simpy.Process:
         """Start a job refining ``vehicle``'s estimator for ``target_scene`` (see the module docstring).
 
         Parameters
@@ -304,6 +345,12 @@ class CloudNode:
             Scene number (in ``sim.scene_names``) to refine for.
         policy
             Kind of the policy that asked, for the log.
+        deadline_t_s
+            When the policy wants the refined estimator on board (EDF orders by it).
+        arrival_t_s
+            When the vehicle really enters ``target_scene`` (the truth, for the slack).
+        samples, steps
+            N and K of the job (default ``refinement.samples`` / ``refinement.steps``).
 
         Returns
         -------
@@ -326,34 +373,97 @@ class CloudNode:
         self.refinements += 1
         job_id = f"refine{self.refinements}-{vid}"
         held = int(table.estimator_scene[i])
-        base = int(table.base_scene[i]) if table.base_scene[i] >= 0 else held
-        base_name = names[base] if base >= 0 else ""
         target = names[target_scene]
         bs = int(table.serving[i]) if table.active[i] else -1
-        idx = np.array([i])
-        distance_m = float("nan")
-        if bs >= 0:
-            x, y = table.positions(idx, env.now)
-            distance_m = float(np.hypot(x[0] - sim.radio.bs_x[bs], y[0] - sim.radio.bs_y[bs]))
-        request = RefineRequest(
-            job_id=job_id, vehicle=vid, base_scene=base_name, target_scene=target, samples=spec.samples,
-            steps=spec.steps, rank=spec.lora_rank, pilots=spec.upload_pilots,
-            speed_mps=float(table.speed_mps[i]), distance_m=distance_m,
-            seed=sim.rng.int_seed(f"refine/{base_name or '-'}/{target}"),
-        )  # fmt: skip
+        request = self._request(i, target_scene, job_id, samples=samples, steps=steps)
         upload_bytes = RefineTimingModel.upload_bytes(spec.request_bytes, spec.upload_pilots, sim.scenario.link.grid)
         sinr_db, rate_bps = self._air(i, bs, uplink=True)
         sim.log.log(
             "refine_request", env.now, job_id, vehicle=vid, job_id=job_id, target_scene=target,
             estimator_scene=names[held] if held >= 0 else None, estimator_version=int(table.estimator_version[i]),
-            samples=spec.samples, steps=spec.steps, upload_bytes=upload_bytes, policy=policy or None,
+            samples=request.samples, steps=request.steps, upload_bytes=upload_bytes, policy=policy or None,
+            detector=sim.detector.kind, deadline_t_s=deadline_t_s,
             bs=sim.radio.bs_ids[bs] if bs >= 0 else None, sinr_db=sinr_db, rate_bps=rate_bps,
         )  # fmt: skip
         self._in_flight.setdefault(i, []).append(target_scene)
         res = RefineResult(
-            job_id=job_id, vehicle=vid, target_scene=target, requested_s=env.now, upload_bytes=upload_bytes
-        )
+            job_id=job_id, vehicle=vid, target_scene=target, requested_s=env.now, upload_bytes=upload_bytes,
+            policy=policy or None, deadline_t_s=float(deadline_t_s), arrival_t_s=float(arrival_t_s),
+        )  # fmt: skip
         return sim.process(self._refine(i, target_scene, request, res, bs, rate_bps, refiner, timing))
+
+    def _request(
+        self, i: int, target_scene: int, job_id: str, *, samples: int | None = None, steps: int | None = None
+    ) -> RefineRequest:
+        """The :class:`RefineRequest` vehicle ``i`` sends now for ``target_scene``."""
+        sim = self.sim
+        table = sim.vehicles
+        spec = sim.scenario.refinement
+        names = sim.scene_names
+        held = int(table.estimator_scene[i])
+        base = int(table.base_scene[i]) if table.base_scene[i] >= 0 else held
+        base_name = names[base] if base >= 0 else ""
+        target = names[target_scene]
+        bs = int(table.serving[i]) if table.active[i] else -1
+        distance_m = float("nan")
+        if bs >= 0:
+            x, y = table.positions(np.array([i]), sim.env.now)
+            distance_m = float(np.hypot(x[0] - sim.radio.bs_x[bs], y[0] - sim.radio.bs_y[bs]))
+        return RefineRequest(
+            job_id=job_id, vehicle=str(sim.vehicle_ids_array()[i]), base_scene=base_name, target_scene=target,
+            samples=samples or spec.samples, steps=steps or spec.steps, rank=spec.lora_rank,
+            pilots=spec.upload_pilots, speed_mps=float(table.speed_mps[i]), distance_m=distance_m,
+            seed=sim.rng.int_seed(f"refine/{base_name or '-'}/{target}"),
+        )  # fmt: skip
+
+    def has_adapter(self, vehicle: int, target_scene: int, *, samples: int, steps: int) -> bool:
+        """Whether the cloud already holds the adapter ``vehicle`` would get for ``target_scene`` (N, K)."""
+        refiner, _ = self.sim.refinement()
+        try:
+            aid = refiner.adapter_id(self._request(vehicle, target_scene, "probe", samples=samples, steps=steps))
+        except IvsimError:
+            return False
+        return aid in self.adapters
+
+    def estimate_budget(self, vehicle: int, *, samples: int, steps: int) -> dict[str, float]:
+        """What a job of ``vehicle`` would cost if asked now, from the configured rates (no randomness).
+
+        Uplink and downlink air at the vehicle's current link to its serving station (the
+        downlink assumed to stay as it is), backhaul rate and latency both ways, the wait
+        for a GPU (jobs queued and in service ahead of it, each taking this job's GPU
+        time, shared by the GPUs), large-model inference and fine-tuning from the timing
+        model (0 when there is none, e.g. ``latency: measured`` before any job). A
+        vehicle in outage now is priced at the rate of the weakest usable link
+        (``link.min_sinr_db``): it is expected to be served again before it sends.
+
+        Returns
+        -------
+        dict
+            ``upload_s, queue_s, lm_infer_s, finetune_s, download_s, total_s`` and
+            ``finetune_per_step_s`` (what one more step adds).
+        """
+        sim = self.sim
+        spec = sim.scenario.refinement
+        _, timing = sim.refinement()
+        table = sim.vehicles
+        bs = int(table.serving[vehicle]) if table.active[vehicle] else -1
+        up_bits = 8 * RefineTimingModel.upload_bytes(spec.request_bytes, spec.upload_pilots, sim.scenario.link.grid)
+        lm = timing.lm_infer_s(samples) if timing is not None else 0.0
+        ft = timing.finetune_s(steps) if timing is not None else 0.0
+        per_step = timing.cost.finetune.per_item_s if timing is not None else 0.0
+        down_bits = 8 * (timing.adapter_bytes(spec.lora_rank) if timing is not None else 0)
+        up_rate = self._air(vehicle, bs, uplink=True)[1] or self._edge_rate_bps(bs)
+        down_rate = self._air(vehicle, bs, uplink=False)[1] or self._edge_rate_bps(bs)
+        link = self.up[bs].spec if bs >= 0 else self.spec.backhaul
+        upload = (up_bits / up_rate if up_rate > 0 else math.inf) + up_bits / link.rate_bps + link.latency_s
+        download = (down_bits / down_rate if down_rate > 0 else math.inf) + down_bits / link.rate_bps + link.latency_s
+        ahead = len(self.queue.items) + self.serving
+        queue = (ahead // self.spec.gpus) * (lm + ft)
+        total = upload + queue + lm + ft + download
+        return {
+            "upload_s": upload, "queue_s": queue, "lm_infer_s": lm, "finetune_s": ft, "download_s": download,
+            "total_s": total, "finetune_per_step_s": per_step,
+        }  # fmt: skip
 
     def _air(self, i: int, bs: int, *, uplink: bool) -> tuple[float | None, float]:
         """``(sinr_db, rate_bps)`` of vehicle ``i`` to ``bs`` over its whole bandwidth; rate 0 in outage or detached."""
@@ -369,6 +479,21 @@ class CloudNode:
             max_spectral_efficiency=link.max_spectral_efficiency,
         )  # fmt: skip
         return sinr_db, float(rate)
+
+    def _edge_rate_bps(self, bs: int) -> float:
+        """The rate at ``link.min_sinr_db`` over base station ``bs``'s bandwidth (the first one's if none)."""
+        link = self.sim.scenario.link
+        bw = float(self.sim.radio.bandwidth_hz[max(bs, 0)])
+        rate = shannon_rate_bps(
+            link.min_sinr_db, bw, gap_db=link.gap_db, max_spectral_efficiency=link.max_spectral_efficiency
+        )
+        return float(rate)
+
+    def can_send(self, vehicle: int) -> bool:
+        """Whether ``vehicle`` is attached and its uplink is above ``link.min_sinr_db`` now."""
+        table = self.sim.vehicles
+        bs = int(table.serving[vehicle]) if table.active[vehicle] else -1
+        return self._air(vehicle, bs, uplink=True)[1] > 0.0
 
     def _gpu_times(
         self, work: RefineWork, request: RefineRequest, timing: RefineTimingModel | None
@@ -421,9 +546,14 @@ class CloudNode:
                 res.cached = True
                 adapter_bytes = self.adapters[res.adapter_id]
             else:
+                if sim.scenario.cloud.admission == "deadline" and not math.isnan(res.deadline_t_s):
+                    i_est = self.estimate_budget(i, samples=request.samples, steps=request.steps)
+                    finish = env.now + i_est["queue_s"] + i_est["lm_infer_s"] + i_est["finetune_s"] + i_est["download_s"]
+                    if finish > res.deadline_t_s:
+                        return self._refine_end(res, "cancelled", "admission")
                 queued = env.now
                 granted = env.event()
-                yield self.queue.put(lambda gpu, queue_len: granted.succeed((gpu, queue_len)))
+                yield self._enqueue(lambda gpu, queue_len: granted.succeed((gpu, queue_len)), res.deadline_t_s)
                 gpu, queue_len = yield granted
                 res.queue_s = env.now - queued
                 sim.log.log(
@@ -436,9 +566,11 @@ class CloudNode:
                 except IvsimError as exc:
                     self.gpus.release(gpu)
                     return self._refine_end(res, "failed", _one_line(exc))
+                self.serving += 1
                 try:
                     yield env.timeout(lm_s + ft_s)
                 finally:
+                    self.serving -= 1
                     self.gpus.release(gpu)
                 res.lm_infer_s, res.finetune_s = lm_s, ft_s
                 res.adapter_id = work.adapter_id
@@ -463,7 +595,10 @@ class CloudNode:
             if not table.active[i]:
                 return self._refine_end(res, "cancelled", "vehicle_gone", **air)
             res.download_bytes = adapter_bytes
-            self._refine_end(res, "done", None, **air)
+            late = res.arrival_t_s < env.now  # NaN (never enters the scene) compares False: met
+            self._refine_end(res, "late" if late else "met", None, **air)
+            if not res.cached:
+                self.finished_totals.append(res.total_s)
             self._deploy(i, target_scene, res)
             return res
         finally:
@@ -474,17 +609,18 @@ class CloudNode:
         res.outcome = outcome
         res.reason = reason
         res.total_s = env.now - res.requested_s
-        self.sim.log.log("refine_done", env.now, res.job_id, **res.row(), **air)
+        slack = res.arrival_t_s - env.now if outcome in ("met", "late") else float("nan")
+        self.sim.log.log("refine_done", env.now, res.job_id, **res.row(), slack_s=slack, **air)
         return res
 
     def _deploy(self, i: int, target_scene: int, res: RefineResult) -> None:
         sim = self.sim
-        table = sim.vehicles
-        table.estimator_version[i] += 1
-        table.estimator_scene[i] = target_scene
-        table.adapter_id[i] = res.adapter_id
+        vehicle = sim.fleet[i]
+        version = 1 + max(v for _, v in vehicle.onboard.values()) if vehicle.onboard else 1
+        vehicle.install(target_scene, res.adapter_id or "", version)
+        active = int(sim.vehicles.scene[i]) == target_scene
         sim.log.log(
             "deploy", sim.env.now, res.vehicle, vehicle=res.vehicle, job_id=res.job_id, target_scene=res.target_scene,
-            estimator_scene=res.target_scene, estimator_version=int(table.estimator_version[i]),
-            adapter_id=res.adapter_id,
+            estimator_scene=res.target_scene, estimator_version=version, adapter_id=res.adapter_id,
+            policy=res.policy, active=active,
         )  # fmt: skip

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
-from ivsim.errors import OutputError, RouteError
+from ivsim.errors import OutputError, RouteError, ScenarioError
 from ivsim.refine.budget import RefineTimingModel, load_refine_timing
+from ivsim.refine.detectors import make_detector
 from ivsim.refine.policies import make_policy
 from ivsim.refine.service import Refiner, make_refiner
 from ivsim.rng import RngStreams
@@ -164,6 +165,14 @@ class Simulation:
         """Lines the link evaluator asked to put in the log (e.g. an estimator's fall-back), logged at start."""
         evaluator = link_evaluator or make_link_evaluator(scenario, seed=self.rng.int_seed("link"), notes=self.link_notes)
         self.refine_policy = make_policy(scenario.refinement.policy)
+        self.detector = make_detector(scenario.refinement.detector)
+        statistic = getattr(self.detector, "statistic", None)
+        if statistic is not None and not getattr(evaluator, "scores_images", False):
+            msg = (
+                f"refinement.detector.kind {scenario.refinement.detector.kind!r} watches the receiver's "
+                f"{statistic!r}, which only link.fidelity full reports"
+            )
+            raise ScenarioError(msg)
         self.refiner: Refiner | None = refiner
         """Computes refinement jobs; built here when the policy can request any, else on the first request."""
         self.refine_timing: RefineTimingModel | None = None
@@ -172,7 +181,7 @@ class Simulation:
         self._evaluator = evaluator
         self._refine_ready = False
         self._started = False
-        if refiner is not None or scenario.refinement.policy.kind != "never":
+        if refiner is not None or scenario.refinement.policy.kind not in ("never", "oracle"):
             self.refinement()  # fail before the log creates the run folder's parts/
         # only now that every vehicle is routable: the log creates parts/, which would leave the run
         # folder non-empty (and refused on the next try) if planning failed

@@ -53,8 +53,9 @@ column                 unit       meaning                                       
 ``queue_s``            s          time waiting for radio resources (refinement:    tx, refine_start, refine_done
                                   for a cloud GPU)
 ``airtime_s``          s          time on air                                      tx
-``delay_s``            s          end-to-end delay (generation to delivery/drop;   tx, job_done
-                                  job: submission to completion)
+``delay_s``            s          end-to-end delay (generation to delivery/drop;   tx, job_done, detect
+                                  job: submission to completion; alarm: after the
+                                  true scene change)
 ``delivered``          --         the frame arrived, decoded, within its deadline  tx
 ``drop_reason``        --         why it was not delivered (null if delivered)     tx
 ``codec``              --         semantic codec name                              tx
@@ -78,7 +79,7 @@ column                 unit       meaning                                       
 ``target_scene``       --         scene a refinement job refines for               refine_*, deploy
 ``samples``            --         channel samples N the large model generates      refine_request
 ``steps``              --         LoRA fine-tuning steps K                         refine_request
-``policy``             --         refinement policy kind that asked for the job    refine_request
+``policy``             --         refinement policy kind that asked for the job    refine_*, deploy
 ``upload_bytes``       byte       request + pilots sent vehicle -> cloud           refine_request, refine_done
 ``download_bytes``     byte       adapter sent cloud -> vehicle (0 unless done)    refine_done
 ``air_up_s``           s          request on the uplink air (bits / uplink rate)   refine_done
@@ -94,9 +95,27 @@ column                 unit       meaning                                       
                                   end of the job) = upload_s + queue_s +
                                   lm_infer_s + finetune_s + download_s
 ``cached``             --         adapter served from the cloud's cache (no GPU)   refine_done
-``outcome``            --         done, failed or cancelled                        refine_done
-``reason``             --         why not done: outage, vehicle_gone or the        refine_done
-                                  refiner's error message
+``outcome``            --         met, late, failed or cancelled                   refine_done
+``reason``             --         why not done: outage, vehicle_gone, admission    refine_done
+                                  or the refiner's error message
+``mismatched``         --         the receiver's estimator was not made or         tx
+                                  refined for the frame's scene
+``pilot_resid_db``     dB         pilot residual of the receiver's estimate over   tx (full link)
+                                  the noise power
+``detector``           --         scene-change detector kind                       refine_request, detect
+``detection``          --         ``boundary`` (a prediction) or ``alarm``         detect
+``deadline_t_s``       s          when the policy wanted the estimator on board    refine_request, refine_done
+                                  (the predicted boundary arrival)
+``arrival_t_s``        s          when the vehicle entered (or will enter) the     refine_done, detect
+                                  target scene: the truth; null if never
+``slack_s``            s          arrival_t_s - completion (> 0: in time)          refine_done
+``predicted_t_s``      s          predicted arrival at a scene boundary            detect
+``error_s``            s          predicted_t_s - arrival_t_s                      detect
+``distance_m``         m          how far ahead the predicted boundary is          detect
+``statistic``          --         detector statistic at an alarm (CUSUM, sigmas)   detect
+``false_alarm``        --         alarm with no scene change since the last one    detect
+``active``             --         the deployed estimator is in use at once         deploy
+``source``             --         why the estimator changed: onboard, oracle       estimator_switch
 ``message``            --         free text (not categorical)                      warnings, notes
 =====================  =========  ===============================================  ====================================
 """
@@ -207,6 +226,20 @@ COLUMNS: dict[str, pa.DataType] = {
     "cached": _B,
     "outcome": _S,
     "reason": _S,
+    "mismatched": _B,
+    "pilot_resid_db": _F,
+    "detector": _S,
+    "detection": _S,
+    "deadline_t_s": _F,
+    "arrival_t_s": _F,
+    "slack_s": _F,
+    "predicted_t_s": _F,
+    "error_s": _F,
+    "distance_m": _F,
+    "statistic": _F,
+    "false_alarm": _B,
+    "active": _B,
+    "source": _S,
     "message": _S,
 }
 

@@ -3,9 +3,13 @@
 A vehicle is one long-lived SimPy process. It waits for its departure, then
 drives its route stretch by stretch (consecutive edges with the same scene and
 speed form one stretch, one timeout), logging ``vehicle_depart``,
-``scene_enter`` and ``vehicle_arrive``. At departure and at each scene change it
-asks the run's refinement policy (:mod:`ivsim.refine.policies`) which estimator
-refinements to request from the cloud. Its position at any instant is exact:
+``scene_enter`` and ``vehicle_arrive``. At departure, at each scene change (with a
+map-based detector), on its detector's alarms and at the policy's ticks it asks the
+run's refinement policy (:mod:`ivsim.refine.policies`) which estimator refinements to
+request from the cloud, now or later (:meth:`Vehicle.decide`). It keeps every
+estimator it has on board (the base weights and each deployed adapter) and uses the
+one made for the scene it is in, if it has one (``estimator_switch`` rows); under the
+``oracle`` policy it always has the scene's own. Its position at any instant is exact:
 the route polyline at ``s0 + speed * (t - t0)`` (see :mod:`ivsim.sim.mobility`).
 Frames are not a per-vehicle process: the serving base station collects the
 frames of all its vehicles at each frame instant (see
@@ -15,7 +19,7 @@ frames of all its vehicles at each frame instant (see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,12 +31,15 @@ if TYPE_CHECKING:
 
     import simpy
 
+    from ivsim.refine.policies import Plan
     from ivsim.sim.engine import Simulation
     from ivsim.world.routes import Route
 
 __all__ = ["Vehicle"]
 
 logger = logging.getLogger(__name__)
+
+_RETRY_S = 1.0  # a request planned ahead of its deadline waits out an uplink outage in steps of this
 
 
 @dataclass
@@ -66,6 +73,18 @@ class Vehicle:
     first_route: Route
     next_route: Callable[[int, int], Route | None] | None = None
     trips_done: int = 0
+    route: Route | None = None
+    """The route of the trip under way (``None`` before departure)."""
+    trip: int = -1
+    onboard: dict[int, tuple[str, int]] = field(default_factory=dict)
+    """Estimators on board: scene -> ``(adapter_id, version)`` (``""``, 0 = the base weights)."""
+    planned: dict[int, float] = field(default_factory=dict)
+    """Scenes with a request planned for later: scene -> when it is to be sent."""
+    last_entry_s: float = float("nan")
+    last_alarm_s: float = float("nan")
+    _sched_t: np.ndarray | None = None
+    _sched_scene: np.ndarray | None = None
+    _clock: tuple[np.ndarray, np.ndarray] | None = None
 
     def run(self) -> Generator[simpy.Event, None, None]:
         """Depart, drive, arrive; repeat while ``next_route`` gives a new trip."""
@@ -86,12 +105,164 @@ class Vehicle:
                 logger.warning("%s: no further trip: %s", self.vehicle_id, exc)
                 route = None
 
-    def _consult_policy(self, scene: int, *, departing: bool) -> None:
-        """Request the refinements the run's policy asks for on entering ``scene``."""
+    # ------------------------------------------------------------------ refinement
+
+    def arrival_t_s(self, scene: int, t_s: float, *, next_entry: bool = False) -> float:
+        """When this trip enters ``scene`` after ``t_s``; NaN: never on this trip.
+
+        The truth, from the trip's own schedule (the simulator knows it; detectors predict it).
+        If the vehicle is in ``scene`` at ``t_s``, the entry it made (unless ``next_entry``:
+        then the next one after ``t_s``).
+        """
+        if self._sched_t is None or self._sched_scene is None:
+            return float("nan")
+        t, sc = self._sched_t, self._sched_scene
+        k = int(np.searchsorted(t, t_s, side="right")) - 1
+        if not next_entry and k >= 0 and sc[k] == scene:
+            while k > 0 and sc[k - 1] == scene:
+                k -= 1
+            return float(t[k])
+        entries = np.concatenate(([True], sc[1:] != sc[:-1]))
+        later = np.flatnonzero((t > t_s) & (sc == scene) & entries)
+        return float(t[later[0]]) if len(later) else float("nan")
+
+    def planned_clock(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(distance_m, time_s)`` knots along this trip's route at the map's planned edge speeds."""
+        if self._clock is None:
+            route = self.route
+            assert route is not None
+            v = self.sim.roadmap.speed_mps[route.edges]
+            s = np.concatenate(([route.edge_start_m[0]], route.edge_end_m))
+            t = np.concatenate(([0.0], np.cumsum((route.edge_end_m - route.edge_start_m) / v)))
+            self._clock = (s, t)
+        return self._clock
+
+    def decide(self, reason: str) -> None:
+        """Ask the run's policy what to request at this decision point; send now or plan for later."""
+        from ivsim.refine.policies import Decision  # torch-free; local to keep the import graph flat
+
         sim = self.sim
-        policy = sim.refine_policy
-        for target in policy.on_scene(sim, self.index, scene, departing=departing):
-            sim.cloud.request_refinement(self.index, target, policy=policy.kind)
+        now = sim.env.now
+        i = self.index
+        table = sim.vehicles
+        if not table.active[i] or not getattr(sim.refine_policy, "asks", True):
+            return
+        scene = int(table.scene[i])
+        boundaries = sim.detector.boundaries(sim, i, now) if reason in ("depart", "scene", "update") else []
+        self._log_boundaries(boundaries)
+        spec = sim.scenario.refinement
+        decision = Decision(
+            sim=sim, vehicle=i, t_s=now, reason=reason, scene=scene, boundaries=boundaries,
+            covered=frozenset(self.onboard), pending=frozenset(sim.cloud.refinements_in_flight(i)) | set(self.planned),
+            samples=spec.samples, steps=spec.steps,
+        )  # fmt: skip
+        for plan in sim.refine_policy.decide(decision):
+            if plan.start_t_s > now:
+                self.planned[plan.target_scene] = plan.start_t_s
+                sim.process(self._send_later(plan, self.trip))
+            else:
+                self._send(plan)
+
+    def _send(self, plan: Plan) -> None:
+        """Send the request of ``plan`` now; in uplink outage with its deadline ahead, try again each second."""
+        sim = self.sim
+        if plan.deadline_t_s > sim.env.now + _RETRY_S and not sim.cloud.can_send(self.index):
+            self.planned[plan.target_scene] = sim.env.now + _RETRY_S
+            sim.process(self._send_later(replace(plan, start_t_s=sim.env.now + _RETRY_S), self.trip))
+            return
+        sim.cloud.request_refinement(
+            self.index, plan.target_scene, policy=sim.refine_policy.kind, deadline_t_s=plan.deadline_t_s,
+            samples=plan.samples, steps=plan.steps,
+            arrival_t_s=self.arrival_t_s(plan.target_scene, sim.env.now),
+        )  # fmt: skip
+
+    def _send_later(self, plan: Plan, trip: int) -> Generator[simpy.Event, None, None]:
+        env = self.sim.env
+        yield env.timeout(plan.start_t_s - env.now)
+        self.planned.pop(plan.target_scene, None)
+        i = self.index
+        if self.trip != trip or not self.sim.vehicles.active[i] or plan.target_scene in self.onboard:
+            return
+        if plan.target_scene in self.sim.cloud.refinements_in_flight(i):
+            return
+        self._send(plan)
+
+    def _ticks(self, every_s: float, trip: int, reason: str) -> Generator[simpy.Event, None, None]:
+        """Decide every ``every_s`` while this trip lasts (``tick``: the policy polls; ``update``: new predictions)."""
+        env = self.sim.env
+        while True:
+            yield env.timeout(every_s)
+            if self.trip != trip or not self.sim.vehicles.active[self.index]:
+                return
+            self.decide(reason)
+
+    def _log_boundaries(self, boundaries: list) -> None:
+        sim = self.sim
+        now = sim.env.now
+        seen = set()
+        for b in boundaries:
+            if b.target_scene in seen:
+                continue
+            seen.add(b.target_scene)
+            truth = self.arrival_t_s(b.target_scene, now, next_entry=True)
+            sim.log.log(
+                "detect", now, self.vehicle_id, vehicle=self.vehicle_id, detector=sim.detector.kind, detection="boundary",
+                target_scene=sim.scene_names[b.target_scene], predicted_t_s=b.predicted_t_s, arrival_t_s=truth,
+                error_s=b.predicted_t_s - truth, distance_m=b.distance_m,
+            )  # fmt: skip
+
+    def alarm(self, statistic: float) -> None:
+        """The detector raised an alarm: log it with the truth beside it, then let the policy decide."""
+        sim = self.sim
+        now = sim.env.now
+        changed = self.last_entry_s > (self.last_alarm_s if np.isfinite(self.last_alarm_s) else -np.inf)
+        sim.log.log(
+            "detect", now, self.vehicle_id, vehicle=self.vehicle_id, detector=sim.detector.kind, detection="alarm",
+            target_scene=sim.scene_names[int(sim.vehicles.scene[self.index])], statistic=statistic,
+            delay_s=now - self.last_entry_s if changed else float("nan"), false_alarm=not changed,
+        )  # fmt: skip
+        self.last_alarm_s = now
+        self.decide("detect")
+
+    def install(self, scene: int, adapter_id: str, version: int) -> None:
+        """A refined estimator for ``scene`` arrived (a deploy): keep it; use it now if the vehicle is in ``scene``."""
+        self.onboard[scene] = (adapter_id, version)
+        if int(self.sim.vehicles.scene[self.index]) == scene:
+            self._use(scene, source="deploy")
+
+    def _use(self, scene: int, *, source: str) -> bool:
+        """Switch to the on-board estimator of ``scene``; return whether anything changed."""
+        sim = self.sim
+        table = sim.vehicles
+        i = self.index
+        adapter, version = self.onboard[scene]
+        if int(table.estimator_scene[i]) == scene and table.adapter_id[i] == adapter:
+            return False
+        table.estimator_scene[i] = scene
+        table.adapter_id[i] = adapter
+        table.estimator_version[i] = version
+        sim.detector.reset(i)
+        if source != "deploy":
+            sim.log.log(
+                "estimator_switch", sim.env.now, self.vehicle_id, vehicle=self.vehicle_id, source=source,
+                estimator_scene=sim.scene_names[scene], estimator_version=version, adapter_id=adapter,
+            )  # fmt: skip
+        return True
+
+    def _entered(self, scene: int, *, departing: bool) -> None:
+        """On entering ``scene``: use an estimator made for it if one is on board (or, for the oracle, always)."""
+        sim = self.sim
+        self.last_entry_s = sim.env.now
+        if getattr(sim.refine_policy, "oracle", False):
+            if scene not in self.onboard:
+                self.onboard[scene] = ("", 0)
+                base = sim.vehicles.base_scene
+                base[self.index] = scene
+            self._use(scene, source="oracle")
+        elif scene in self.onboard:
+            self._use(scene, source="onboard")
+        if departing or sim.detector.maps_scenes:
+            self.decide("depart" if departing else "scene")
 
     def _stretches(self, route: Route) -> list[tuple[float, float, float, int]]:
         """Split a route into ``(start_m, end_m, speed_mps, scene)`` stretches of constant speed and scene."""
@@ -115,11 +286,16 @@ class Vehicle:
         vid = self.vehicle_id
         table.start_trip(i, route)
         stretches = self._stretches(route)
+        self.route, self.trip, self._clock = route, trip, None
+        durations = np.array([(b - a) / v for a, b, v, _ in stretches])
+        self._sched_t = env.now + np.concatenate(([0.0], np.cumsum(durations)[:-1]))
+        self._sched_scene = np.array([sc for *_, sc in stretches])
         start_m, end_m, speed, scene = stretches[0]
         table.enter_edge(i, env.now, start_m, end_m, speed, scene)
         if table.estimator_scene[i] < 0:  # a vehicle holds the estimator of the scene it first departs in
             table.estimator_scene[i] = scene
             table.base_scene[i] = scene
+            self.onboard[scene] = ("", 0)
         bs = sim.radio.attach(i, env.now)
         x, y = float(route.xy[0, 0]), float(route.xy[0, 1])
         lon, lat = sim.roadmap.to_lonlat(x, y)
@@ -132,7 +308,12 @@ class Vehicle:
             "scene_enter", env.now, vid, vehicle=vid, trip=trip, scene=scene_name, prev_scene=None,
             x_m=x, y_m=y, lon=float(lon), lat=float(lat), speed_mps=speed,
         )  # fmt: skip
-        self._consult_policy(scene, departing=True)
+        sim.detector.reset(i)
+        if getattr(sim.refine_policy, "asks", True):
+            for every, reason in ((sim.refine_policy.tick_s, "tick"), (getattr(sim.detector, "update_s", None), "update")):
+                if every:
+                    sim.process(self._ticks(float(every), trip, reason))
+        self._entered(scene, departing=True)
         prev = scene
         for k, (start_m, end_m, speed, scene) in enumerate(stretches):
             if k > 0:
@@ -146,7 +327,7 @@ class Vehicle:
                         lat=float(lat), speed_mps=speed,
                     )  # fmt: skip
                     prev = scene
-                    self._consult_policy(scene, departing=False)
+                    self._entered(scene, departing=False)
             yield env.timeout((end_m - start_m) / speed)
         x, y = float(route.xy[-1, 0]), float(route.xy[-1, 1])
         lon, lat = sim.roadmap.to_lonlat(x, y)

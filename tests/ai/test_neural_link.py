@@ -156,6 +156,81 @@ def test_diffusion_estimator_in_the_link() -> None:
     assert (res.nmse_db < -10).all()  # LS alone gives about -8.5 dB over the whole grid at 10 dB
 
 
+# ---------------------------------------------------------------------- common random numbers
+
+
+def _same(a, b, frames) -> None:
+    """Bit-identical channel estimates, residuals and images of ``frames``."""
+    for col in ("psnr_db", "nmse_db"):
+        np.testing.assert_array_equal(getattr(a, col)[frames], getattr(b, col)[frames], err_msg=col)
+    np.testing.assert_array_equal(a.extra["pilot_resid_db"][frames], b.extra["pilot_resid_db"][frames])
+    # torchmetrics' SSIM convolves the whole batch: the other frames move its float32 rounding
+    np.testing.assert_allclose(a.ssim[frames], b.ssim[frames], rtol=1e-5)
+
+
+def _spy_channels(ev: NeuralLinkEvaluator) -> list[torch.Tensor]:
+    """Record every channel tensor ``ev`` draws."""
+    drawn: list[torch.Tensor] = []
+    draw = ev.channels.draw
+
+    def recorded(*args, **kwargs):
+        drawn.append(draw(*args, **kwargs).clone())
+        return drawn[-1]
+
+    ev.channels.draw = recorded
+    return drawn
+
+
+def test_channels_and_noise_do_not_depend_on_the_estimator_assignment() -> None:
+    """Two runs that hand half the frames to another estimator: the same channels, the other half decodes alike."""
+    from ivsim.ai.estimators import LMMSEChannelEstimator
+
+    b1, b2 = batch(6), batch(6)
+    b2.adapter_id = np.array(["", "", "", "lmmse", "lmmse", "lmmse"], dtype=object)
+    ev1, ev2 = evaluator("link.estimator.kind=ls"), evaluator("link.estimator.kind=ls")
+    sc = load_scenario(DEFAULT)
+    ev2.add_refined("lmmse", LMMSEChannelEstimator(ev2.grid, profile=sc.profiles["rma_los"], scene="river_bridge"))
+    h1, h2 = _spy_channels(ev1), _spy_channels(ev2)
+    r1, r2 = ev1.evaluate(b1), ev2.evaluate(b2)
+    assert len(h1) == len(h2) == 1 and torch.equal(h1[0], h2[0])
+    assert list(r2.extra["estimator"]) == ["ls"] * 3 + ["lmmse"] * 3
+    _same(r1, r2, slice(0, 3))  # LS frames: the same channels and noise give the same estimates, bit for bit
+    assert (r1.nmse_db[3:] != r2.nmse_db[3:]).all()  # the same channels, another estimate
+
+
+def test_a_batch_does_not_depend_on_earlier_batches_or_its_order() -> None:
+    """Same (vehicle, frame) pairs, same draws: after another batch or first, in any order (diffusion sampling too)."""
+    first = batch(3)
+    other = batch(3)
+    other.frame += 10
+    ev = evaluator()
+    ev.evaluate(other)
+    after = ev.evaluate(first)
+    alone = evaluator().evaluate(first)
+    _same(after, alone, slice(None))
+    perm = np.array([2, 0, 1])
+    shuffled = evaluator().evaluate(first.take(perm))
+    _same(shuffled, alone.take(perm), slice(None))
+    reseeded = evaluator(seed=1).evaluate(first)
+    assert (reseeded.nmse_db != alone.nmse_db).all()
+
+
+def test_an_estimator_group_samples_independently_of_the_other_groups() -> None:
+    """The river-bridge diffusion group draws the same sampling noise whether the group before it sampled or not."""
+    from ivsim.ai.estimators import LSChannelEstimator
+
+    b1 = batch(4)
+    b1.estimator_scene[2:] = 1
+    b1.adapter_id = np.array(["", "", "", ""], dtype=object)
+    b2 = b1.take(slice(None))
+    b2.adapter_id = np.array(["ls", "ls", "", ""], dtype=object)  # sorted before (1, ""): runs first, draws nothing
+    ev1, ev2 = evaluator(), evaluator()
+    ev2.add_refined("ls", LSChannelEstimator(ev2.grid))
+    r1, r2 = ev1.evaluate(b1), ev2.evaluate(b2)
+    assert list(r1.extra["estimator"]) == ["diffusion"] * 4 and list(r2.extra["estimator"][:2]) == ["ls"] * 2
+    _same(r1, r2, slice(2, 4))
+
+
 def test_device_cuda_without_gpu_is_an_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

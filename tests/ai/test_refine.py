@@ -173,7 +173,7 @@ def nyc_map():  # noqa: ANN201
 def test_full_refinement_deploys_a_real_adapter(nyc_map, tiny_lm, tmp_path) -> None:
     df = _full_run(nyc_map, tiny_lm, tmp_path, f"refinement.cache_dir={tmp_path / 'cache'}")
     done = df[df.event == "refine_done"].iloc[0]
-    assert done.outcome == "done" and done.target_scene == "river_bridge"
+    assert done.outcome == "late" and done.target_scene == "river_bridge"
     assert done.download_bytes == (tmp_path / "cache" / f"{done.adapter_id}.safetensors").stat().st_size
     assert done.finetune_s == pytest.approx(0.5 + 0.02 * 2) and done.lm_infer_s == pytest.approx(0.1 + 0.001 * 8)
     deploy = df[df.event == "deploy"].iloc[0]

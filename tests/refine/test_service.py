@@ -9,20 +9,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 
 from ivsim.ai import latency
 from ivsim.config import schema
-from ivsim.config.schema import GridModel, RefinementSpec, RefinePolicySpec, RefineTiming
-from ivsim.errors import ModelError, ScenarioError
+from ivsim.config.schema import GridModel, RefinementSpec, RefineTiming
+from ivsim.errors import ModelError
 from ivsim.refine.budget import RefineTimingModel, load_refine_timing, pilot_bytes
-from ivsim.refine.policies import POLICIES, NeverPolicy, ReactivePolicy, RefinePolicy, make_policy
 from ivsim.refine.service import (
     FULL_REFINER,
     AnalyticRefiner,
-    RefineRequest,
     Refiner,
+    RefineRequest,
     RefineWork,
     adapter_key,
     make_refiner,
@@ -181,62 +179,3 @@ def test_bad_refine_section_names_the_field(tmp_path: Path) -> None:
 def test_one_stage_cost_model_shared_by_schema_and_profiles() -> None:
     assert latency.StageCost is schema.StageCost and latency.RefineCost is schema.RefineCost
     assert issubclass(RefineTiming, schema.RefineCost)
-
-
-# ---------------------------------------------------------------------- policies
-
-
-def fake_sim(held: int, in_flight: list[int]) -> SimpleNamespace:
-    return SimpleNamespace(
-        vehicles=SimpleNamespace(estimator_scene=np.array([held], dtype=np.int16)),
-        cloud=SimpleNamespace(refinements_in_flight=lambda i: in_flight),
-    )
-
-
-def test_registry_and_never() -> None:
-    assert set(POLICIES) == {"never", "reactive"}
-    policy = make_policy(RefinePolicySpec())
-    assert isinstance(policy, NeverPolicy) and isinstance(policy, RefinePolicy) and policy.kind == "never"
-    assert policy.on_scene(fake_sim(0, []), 0, 1, departing=False) == ()
-
-
-@pytest.mark.parametrize(
-    ("held", "in_flight", "scene", "want"),
-    [(0, [], 1, (1,)), (1, [], 1, ()), (0, [1], 1, ()), (0, [2], 1, (1,)), (-1, [], 1, ())],
-)
-def test_reactive(held: int, in_flight: list[int], scene: int, want: tuple[int, ...]) -> None:
-    policy = make_policy(RefinePolicySpec(kind="reactive"))
-    assert isinstance(policy, ReactivePolicy)
-    assert policy.on_scene(fake_sim(held, in_flight), 0, scene, departing=False) == want
-
-
-def test_plugin_policy_by_module_and_class(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("my_policies")
-
-    class Always:
-        kind = "always"
-
-        def __init__(self, spec: RefinePolicySpec) -> None:
-            self.spec = spec
-
-        def on_scene(self, sim: Any, vehicle: int, scene: int, *, departing: bool) -> tuple[int, ...]:
-            return (scene,)
-
-    class NoHook:
-        kind = "nohook"
-
-        def __init__(self, spec: RefinePolicySpec) -> None:
-            pass
-
-    module.Always, module.NoHook = Always, NoHook
-    monkeypatch.setitem(sys.modules, "my_policies", module)
-    assert isinstance(make_policy(RefinePolicySpec(kind="my_policies:Always")), Always)
-    with pytest.raises(ScenarioError, match="has no on_scene"):
-        make_policy(RefinePolicySpec(kind="my_policies:NoHook"))
-    with pytest.raises(ScenarioError, match="cannot import module"):
-        make_policy(RefinePolicySpec(kind="no_such_mod:X"))
-
-
-def test_unknown_policy_kind_is_a_validation_error() -> None:
-    with pytest.raises(ValueError, match=r"unknown refinement policy kind 'sometimes' \(allowed: never, reactive"):
-        RefinePolicySpec(kind="sometimes")
