@@ -16,8 +16,15 @@ from pathlib import Path
 import pandas as pd
 
 from ivsim.errors import IvsimError
-from ivsim.results import (compare_runs, load_runs, markdown_table, mismatch_by_vehicle_scene, plot_quality_vs_cost,
-                           plot_refine_timeline, plot_slack_cdf)  # fmt: skip
+from ivsim.results import (
+    compare_runs,
+    load_runs,
+    markdown_table,
+    mismatch_by_vehicle_scene,
+    plot_quality_vs_cost,
+    plot_refine_timeline,  # fmt: skip
+    plot_slack_cdf,
+)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -46,6 +46,7 @@ __all__ = [
     "QUALITY_FILE",
     "REPORT_DPI",
     "compare_runs",
+    "detector_errors",
     "event_counts",
     "load_run",
     "load_runs",
@@ -363,11 +364,13 @@ def refinements(df: pd.DataFrame) -> pd.DataFrame:
         Columns ``t_s, job_id, vehicle, target_scene, outcome, reason, cached, adapter_id``,
         the budget (``upload_s, queue_s, lm_infer_s, finetune_s, download_s, total_s``; the
         five stages add up to ``total_s``), the hops (``air_up_s, backhaul_up_s,
-        backhaul_down_s, air_down_s``), ``gpu_s``, ``upload_bytes``, ``download_bytes``;
-        empty (same columns) for a run without refinements.
+        backhaul_down_s, air_down_s``), ``gpu_s``, ``upload_bytes``, ``download_bytes``, and the
+        timing (``policy``, ``deadline_t_s``, ``arrival_t_s``, ``slack_s``); empty (same columns)
+        for a run without refinements.
     """
     head = ["t_s", "job_id", "vehicle", "target_scene", "outcome", "reason", "cached", "adapter_id"]
-    columns = [*head, *REFINE_BUDGET_COLUMNS, "upload_bytes", "download_bytes"]
+    timing = ["policy", "deadline_t_s", "arrival_t_s", "slack_s"]
+    columns = [*head, *REFINE_BUDGET_COLUMNS, "upload_bytes", "download_bytes", *timing]
     done = df.loc[df["event"] == "refine_done"] if "event" in df else df.iloc[0:0]
     out = pd.DataFrame({c: done[c] if c in done else pd.Series(np.nan, index=done.index) for c in columns})
     return out.reset_index(drop=True)
@@ -1072,11 +1075,11 @@ POLICY_ORDER = ("oracle", "proactive", "adaptive", "cached", "reactive", "period
 #: Columns of :func:`policy_summary` and :func:`compare_runs`, in order.
 POLICY_SUMMARY_COLUMNS = [
     "run_id", "policy", "detector", "seed", "frames", "psnr_mean", "psnr_p5", "ssim_mean", "ssim_p5",
-    "mismatched_share", "mismatched_s", "jobs", "met", "late", "cancelled", "failed", "deadline_hit_rate",
+    "nmse_mean_db", "mismatched_share", "mismatched_s", "jobs", "met", "late", "cancelled", "failed", "deadline_hit_rate",
     "slack_mean_s", "gpu_s", "refine_air_bytes", "refine_backhaul_bytes",
 ]  # fmt: skip
 _SUMMARY_INT = ("frames", "jobs", "met", "late", "cancelled", "failed", "refine_air_bytes", "refine_backhaul_bytes")
-_SUMMARY_FLOAT = ("psnr_mean", "psnr_p5", "ssim_mean", "ssim_p5", "mismatched_share", "mismatched_s",
+_SUMMARY_FLOAT = ("psnr_mean", "psnr_p5", "ssim_mean", "ssim_p5", "nmse_mean_db", "mismatched_share", "mismatched_s",
                   "deadline_hit_rate", "slack_mean_s", "gpu_s")  # fmt: skip
 
 #: File names :func:`write_comparison` writes (besides one ``timeline_<label>.png`` per run).
@@ -1205,6 +1208,8 @@ def policy_summary(df: pd.DataFrame, *, scene: str | None = None, after_t_s: flo
             Mean and 5th percentile (linear interpolation) of the reconstruction PSNR (dB)
             and SSIM of the frames that have one (outage frames and analytic runs have none:
             NaN when no frame does).
+        ``nmse_mean_db``
+            The channel estimates' NMSE of those frames, averaged in linear scale, in dB.
         ``mismatched_share``
             Share of the frames decoded with an estimator not made or refined for the frame's
             scene: the ``mismatched`` column, else ``estimator_scene != scene``; frames with
@@ -1338,6 +1343,84 @@ def compare_runs(
     return table
 
 
+def detector_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """How well a run's scene-change detector did, against the truth logged beside each prediction.
+
+    A true scene change is a ``scene_enter`` row with a previous scene. Boundary predictions
+    (``detect`` rows with ``detection == "boundary"``) are matched to the change they aim at by
+    vehicle, target scene and ``arrival_t_s``; alarms (``detection == "alarm"``) to the latest
+    change before them.
+
+    Parameters
+    ----------
+    df
+        One run's (or several runs') event log.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run: ``run_id, detector, changes`` (true scene changes), and for
+        predictions ``predicted`` (changes predicted before they happened), ``missed``,
+        ``false_predictions`` (predicted boundaries the vehicle never reached),
+        ``error_first_s`` / ``error_last_s`` (mean signed error of the first and of the latest
+        prediction of each predicted change; > 0: predicted later than it happened),
+        ``abs_error_last_s``; for alarms ``alarms``, ``false_alarms``, ``detected`` (changes
+        followed by an alarm before the next change), ``delay_mean_s``, ``delay_median_s``.
+        Counts are 0 and means NaN where a detector does not produce that kind of output.
+    """
+    rows = []
+    for run_id, run in df.groupby("run_id", observed=True, sort=False):
+        ev = run.event.astype(str)
+        enters = run.loc[(ev == "scene_enter") & run.prev_scene.notna(), ["t_s", "vehicle", "scene"]]
+        changes = enters.assign(vehicle=enters.vehicle.astype(str), scene=enters.scene.astype(str))
+        det = run.loc[ev == "detect"]
+        kind = _object_column(det, "detection") if len(det) else np.array([], dtype=object)
+        pred = det.loc[kind == "boundary"]
+        alarm = det.loc[kind == "alarm"]
+        row: dict[str, object] = {
+            "run_id": run_id, "detector": _most_common(det, "detector") if len(det) else None,
+            "changes": len(changes),
+        }  # fmt: skip
+        first = last = np.array([])
+        predicted = 0
+        if len(pred):
+            p = pd.DataFrame({
+                "vehicle": _object_column(pred, "vehicle").astype(str), "target": _object_column(pred, "target_scene"),
+                "t_s": pred.t_s.to_numpy(), "arrival": _float_column(pred, "arrival_t_s"),
+                "error": _float_column(pred, "error_s"),
+            })  # fmt: skip
+            p = p[p.t_s <= p.arrival.fillna(np.inf)]
+            hit = p[p.arrival.notna()].sort_values("t_s")
+            groups = hit.groupby(["vehicle", "target", "arrival"], sort=False)
+            first, last = groups.error.first().to_numpy(), groups.error.last().to_numpy()
+            keys = set(groups.groups)
+            predicted = sum((v, sc, t) in keys for t, v, sc in changes.itertuples(index=False, name=None))
+            row["false_predictions"] = int(p.groupby(["vehicle", "target"]).arrival.apply(lambda a: a.isna().all()).sum())
+        else:
+            row["false_predictions"] = 0
+        row |= {
+            "predicted": predicted, "missed": len(changes) - predicted if len(pred) else 0,
+            "error_first_s": float(np.mean(first)) if len(first) else np.nan,
+            "error_last_s": float(np.mean(last)) if len(last) else np.nan,
+            "abs_error_last_s": float(np.mean(np.abs(last))) if len(last) else np.nan,
+        }  # fmt: skip
+        delays = _float_column(alarm, "delay_s") if len(alarm) else np.array([])
+        false = alarm.false_alarm.fillna(False).astype(bool).to_numpy() if "false_alarm" in alarm else np.array([])
+        detected = 0
+        for v, vc in changes.groupby("vehicle", sort=False):
+            at = np.sort(alarm.t_s[_object_column(alarm, "vehicle").astype(str) == v].to_numpy()) if len(alarm) else []
+            t = np.sort(vc.t_s.to_numpy())
+            ends = np.append(t[1:], np.inf)
+            detected += sum(bool(np.any((at >= a) & (at < b))) for a, b in zip(t, ends, strict=True))
+        row |= {
+            "alarms": len(alarm), "false_alarms": int(false.sum()), "detected": detected,
+            "delay_mean_s": float(np.nanmean(delays)) if np.isfinite(delays).any() else np.nan,
+            "delay_median_s": float(np.nanmedian(delays)) if np.isfinite(delays).any() else np.nan,
+        }  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def write_comparison(
     runs: Sequence[str | Path | pd.DataFrame],
     out_dir: str | Path,
@@ -1346,7 +1429,8 @@ def write_comparison(
 ) -> list[Path]:
     """Write the comparison of refinement policies over several runs: tables and figures.
 
-    Writes ``compare.csv`` and ``compare.md`` (the :func:`compare_runs` table), ``slack_cdf.png``
+    Writes ``compare.csv`` and ``compare.md`` (the :func:`compare_runs` table), ``detectors.csv``
+    (:func:`detector_errors` per run, labelled), ``slack_cdf.png``
     (:func:`plot_slack_cdf`), ``quality_vs_cost.png`` (:func:`plot_quality_vs_cost`) and, per
     run, ``timeline_<label>.png`` (:func:`plot_refine_timeline` of the vehicle with the most
     refinement jobs, ties broken by most frames). A run's label is its policy, with its seed
@@ -1381,10 +1465,16 @@ def write_comparison(
         raise OutputError(msg) from None
     written = [_write_text(out / COMPARE_CSV, table.to_csv(index=False, float_format="%.6g"))]
     where = f" (frame and mismatch metrics in scene {scene})" if scene else ""
-    md = f"# Refinement policies compared{where}\n\n{markdown_table(table)}\n"
-    written.append(_write_text(out / COMPARE_MD, md))
     labels = _run_labels(table)
     ordered = [frames[i] for i in order]
+    errors = pd.concat([detector_errors(f) for f in ordered], ignore_index=True)
+    errors.insert(1, "policy", labels)
+    md = (
+        f"# Refinement policies compared{where}\n\n{markdown_table(table)}\n\n"
+        f"## Scene-change detectors against the truth\n\n{markdown_table(errors)}\n"
+    )
+    written.append(_write_text(out / COMPARE_MD, md))
+    written.append(_write_text(out / "detectors.csv", errors.to_csv(index=False, float_format="%.6g")))
     written.append(plot_slack_cdf(dict(zip(labels, ordered, strict=True)), out / "slack_cdf.png"))
     written.append(plot_quality_vs_cost(table, out / "quality_vs_cost.png"))
     for label, frame in zip(labels, ordered, strict=True):
@@ -1476,14 +1566,17 @@ def _compare(frames: list[pd.DataFrame], **filters: object) -> tuple[pd.DataFram
 
 
 def _run_labels(table: pd.DataFrame) -> list[str]:
-    """Policy names, made unique with the seed, then the run id, then a counter."""
+    """Policy names, made unique with the detector, then the seed, then the run id (where they differ), then a counter."""
     labels = [str(p) for p in table["policy"]]
-    for extra in ("seed", "run_id"):
-        counts = pd.Series(labels, dtype="object").value_counts()
+    for extra in ("detector", "seed", "run_id"):
+        values = list(table[extra])
+        groups: dict[str, set] = {}
+        for label, value in zip(labels, values, strict=True):
+            groups.setdefault(label, set()).add(None if pd.isna(value) else str(value))
+        words = {"detector": "{} + {}", "seed": "{} seed {}", "run_id": "{} {}"}[extra]
         labels = [
-            (f"{label} seed {value}" if extra == "seed" else f"{label} {value}")
-            if counts[label] > 1 and not pd.isna(value) else label
-            for label, value in zip(labels, table[extra], strict=True)
+            words.format(label, value) if len(groups[label]) > 1 and not pd.isna(value) else label
+            for label, value in zip(labels, values, strict=True)
         ]
     seen: dict[str, int] = {}
     out = []
@@ -1534,7 +1627,7 @@ def _summary_row(
         tx = tx.loc[_object_column(tx, "scene") == scene]
     if after_t_s is not None:
         tx = tx.loc[tx["t_s"].to_numpy(dtype="float64") >= after_t_s]
-    psnr, ssim = (_finite(_float_column(tx, c)) for c in ("psnr_db", "ssim"))
+    psnr, ssim, nmse = (_finite(_float_column(tx, c)) for c in ("psnr_db", "ssim", "nmse_db"))
     flags = _finite(_mismatch_flags(tx))
 
     iv = _estimator_intervals(run)
@@ -1566,6 +1659,7 @@ def _summary_row(
         "psnr_p5": _p5(psnr),
         "ssim_mean": _mean(ssim),
         "ssim_p5": _p5(ssim),
+        "nmse_mean_db": float(10 * np.log10(np.mean(10 ** (nmse / 10)))) if len(nmse) else np.nan,
         "mismatched_share": _mean(flags),
         "mismatched_s": mismatched_s,
         "jobs": jobs,
@@ -1957,14 +2051,17 @@ def plot_slack_cdf(runs: dict[str, pd.DataFrame], path: str | Path) -> Path:
     fig = new_figure(figsize=(8.5, 5.0))
     ax = fig.add_subplot()
     colors = _policy_colors(list(runs))
+    styles: dict[tuple, int] = {}  # runs of one policy share its colour; they differ in line style
     drawn = 0
     for label, frame in runs.items():
         slack = np.sort(_slack_values(frame))
         if not len(slack):
             continue
         y = np.arange(1, len(slack) + 1) / len(slack)
+        k = styles[colors[label]] = styles.get(colors[label], -1) + 1
         ax.step(np.concatenate([[slack[0]], slack]), np.concatenate([[0.0], y]), where="post", lw=1.8,
-                color=colors[label], label=f"{label} (n={len(slack)}, {np.mean(slack >= 0):.0%} in time)")  # fmt: skip
+                ls=("-", "--", ":", "-.")[k % 4], color=colors[label],
+                label=f"{label} (n={len(slack)}, {np.mean(slack >= 0):.0%} in time)")  # fmt: skip
         drawn += 1
     ax.axvline(0.0, color="black", lw=1.0, zorder=1)
     ax.set_ylim(0, 1.02)
@@ -2010,6 +2107,7 @@ def plot_quality_vs_cost(table: pd.DataFrame, path: str | Path) -> Path:
     y_col = "psnr_mean" if has_psnr else "mismatched_share"
     policies = list(dict.fromkeys(str(p) for p in table["policy"]))
     colors = _policy_colors(policies)
+    points: list[tuple[float, float, str]] = []
     for policy in policies:
         runs = table.loc[table["policy"].astype(str) == policy]
         x, y = runs["gpu_s"].to_numpy(dtype="float64"), runs[y_col].to_numpy(dtype="float64")
@@ -2020,7 +2118,14 @@ def plot_quality_vs_cost(table: pd.DataFrame, path: str | Path) -> Path:
         mx, my = float(np.nanmean(x)), float(np.nanmean(y))
         ax.plot(mx, my, ls="none", marker="o", ms=9, color=colors[policy], mec="black", mew=0.8, zorder=3)
         note = f"{policy} ({len(runs)} runs)" if len(runs) > 1 else policy
-        ax.annotate(note, (mx, my), xytext=(7, 5), textcoords="offset points", fontsize=9)
+        points.append((mx, my, note))
+    if points:  # labels of points that (nearly) coincide on the axes are stacked, not overprinted
+        xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+        span_x, span_y = np.ptp(xs) or 1.0, np.ptp(ys) or 1.0
+        for k, (mx, my, note) in enumerate(points):
+            near = np.abs(xs[:k] - mx) < 0.04 * span_x
+            stacked = int((near & (np.abs(ys[:k] - my) < 0.04 * span_y)).sum())
+            ax.annotate(note, (mx, my), xytext=(7, 5 - 13 * stacked), textcoords="offset points", fontsize=9)
     ax.set_xlabel("GPU time of refinement (s, per run)")
     ax.set_ylabel("mean PSNR (dB)" if has_psnr else "share of frames with a mismatched estimator (lower is better)")
     ax.grid(True, lw=0.4, color="0.88")

@@ -303,7 +303,7 @@ def test_write_comparison_labels_runs_of_one_policy_by_seed(tmp_path: Path) -> N
     a.attrs["run_info"] = {"policy": "reactive", "seed": 1}
     b.attrs["run_info"] = {"policy": "reactive", "seed": 2}
     names = sorted(p.name for p in write_comparison([b, a], tmp_path / "out"))
-    assert names == ["compare.csv", "compare.md", "quality_vs_cost.png", "slack_cdf.png",
+    assert names == ["compare.csv", "compare.md", "detectors.csv", "quality_vs_cost.png", "slack_cdf.png",
                      "timeline_reactive_seed_1.png", "timeline_reactive_seed_2.png"]  # fmt: skip
     csv = pd.read_csv(tmp_path / "out" / "compare.csv")
     assert csv["seed"].tolist() == [1, 2]
@@ -321,7 +321,7 @@ def test_cli_compare(run_dirs: list[Path], tmp_path: Path, capsys) -> None:
     assert [cell.strip() for cell in lines[0].split("|")[1:3]] == ["run_id", "policy"]
     assert [line.split("|")[2].strip() for line in lines[2:5]] == ["oracle", "proactive", "reactive"]
     written = {p.name for p in out.iterdir()}
-    assert written == {"compare.csv", "compare.md", "slack_cdf.png", "quality_vs_cost.png", "timeline_oracle.png",
+    assert written == {"compare.csv", "compare.md", "detectors.csv", "slack_cdf.png", "quality_vs_cost.png", "timeline_oracle.png",
                        "timeline_proactive.png", "timeline_reactive.png"}  # fmt: skip
     assert all((out / name).stat().st_size > 0 for name in written)
     table = pd.read_csv(csv)
@@ -344,3 +344,37 @@ def test_cli_compare_bad_run_dir(run_dirs: list[Path], tmp_path: Path, capsys, w
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith(str(bad))
+
+
+# ---------------------------------------------------------------------- detectors against the truth
+
+
+def test_detector_errors_of_predictions_and_alarms() -> None:
+    from ivsim.results import detector_errors
+
+    scenes = drive([(0.0, "street"), (80.0, "bridge"), (120.0, "street"), (200.0, "bridge")], 260.0)
+
+    def boundary(t_s: float, target: str, predicted: float, arrival: float) -> tuple[str, float, dict]:
+        return ("detect", t_s, {"vehicle": "v0", "detector": "route_lookahead", "detection": "boundary",
+                                "target_scene": target, "predicted_t_s": predicted, "arrival_t_s": arrival,
+                                "error_s": predicted - arrival})  # fmt: skip
+
+    # the bridge at 80 predicted twice (first 6 s late, then 2 s late), the street at 120 once (1 s early),
+    # a boundary into "tunnel" that never comes; the bridge at 200 is never predicted
+    rows = [*scenes, boundary(0.0, "bridge", 86.0, 80.0), boundary(40.0, "bridge", 82.0, 80.0),
+            boundary(80.0, "street", 119.0, 120.0), boundary(80.0, "tunnel", 150.0, math.nan)]  # fmt: skip
+    (row,) = detector_errors(frame("r", rows)).to_dict("records")
+    assert (row["changes"], row["predicted"], row["missed"], row["false_predictions"]) == (3, 2, 1, 1)
+    assert row["error_first_s"] == pytest.approx((6.0 - 1.0) / 2)
+    assert row["error_last_s"] == pytest.approx((2.0 - 1.0) / 2) and row["abs_error_last_s"] == pytest.approx(1.5)
+    assert row["alarms"] == 0 and math.isnan(row["delay_mean_s"])
+
+    def alarm(t_s: float, delay: float, false: bool) -> tuple[str, float, dict]:
+        return ("detect", t_s, {"vehicle": "v0", "detector": "channel_statistics", "detection": "alarm",
+                                "delay_s": delay, "false_alarm": false})  # fmt: skip
+
+    # alarms 10 s after the bridge, a false one at 100 s, 30 s after the return to the street; none for 200 s
+    rows = [*scenes, alarm(90.0, 10.0, False), alarm(100.0, math.nan, True), alarm(150.0, 30.0, False)]
+    (row,) = detector_errors(frame("r", rows)).to_dict("records")
+    assert (row["alarms"], row["false_alarms"], row["detected"], row["changes"]) == (3, 1, 2, 3)
+    assert row["delay_mean_s"] == pytest.approx(20.0) and row["predicted"] == 0 and row["missed"] == 0

@@ -28,7 +28,7 @@ from ivsim.ai.estimators import (
     DiffusionChannelEstimator,
     estimator_weights_path,
 )
-from ivsim.ai.link_eval import load_link_scenes
+from ivsim.ai.link_eval import DEFAULT_SCENARIOS, load_link_scenes
 
 __all__ = ["estimator_card", "matrix_section"]
 
@@ -78,7 +78,9 @@ def estimator_card(
     path = estimator_weights_path(scene)
     meta = zoo.read_metadata(path)
     est = DiffusionChannelEstimator(weights=path)
-    me = load_link_scenes()[scene]  # the first shipped scenario that defines the scene
+    # the first shipped scenario that defines the scene (the link evaluation's, then the others by name)
+    more = sorted(p for p in DEFAULT_SCENARIOS[0].parent.glob("*.yaml") if p not in DEFAULT_SCENARIOS)
+    me = load_link_scenes([*DEFAULT_SCENARIOS, *more])[scene]
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     size = path.stat().st_size
     tensors, _ = zoo.load_weights(path, architecture=DIFFUSION_ARCHITECTURE)

@@ -304,6 +304,13 @@ class CloudSpec(Model):
             "first; jobs without a deadline last, in arrival order)."
         ),
     )
+    coalesce: bool = Field(
+        True,
+        description=(
+            "A refinement whose adapter another job is making right now waits for that job instead of making it "
+            "again (false: every job computes its own)."
+        ),
+    )
     admission: Literal["none", "deadline"] = Field(
         "none",
         description=(
@@ -565,7 +572,11 @@ def _kind_params(spec: BaseModel, what: str, params: dict[str, frozenset[str]]) 
     wrong = sorted(given - allowed)
     if wrong:
         have = ", ".join(sorted(allowed)) or "none"
-        msg = f"{', '.join(wrong)}: not a parameter of {what} {kind!r} (its parameters: {have})"
+        msg = (
+            f"{', '.join(wrong)}: not a parameter of {what} {kind!r} (its parameters: {have}); to change the kind "
+            f"with --set, give the whole section, e.g. --set 'refinement.{'policy' if what == 'policy' else what}="
+            f"{{kind: {kind}}}'"
+        )
         raise ValueError(msg)
 
 
@@ -605,7 +616,7 @@ POLICY_PARAMS: dict[str, frozenset[str]] = {
 """The parameters each built-in policy kind takes beside ``kind``."""
 
 DETECTOR_PARAMS: dict[str, frozenset[str]] = {
-    "route_lookahead": frozenset({"spacing_m", "speed"}),
+    "route_lookahead": frozenset({"spacing_m", "speed", "update_s"}),
     "knowledge_map": frozenset({"cell_m", "horizon_m", "update_s"}),
     "channel_statistics": frozenset({"threshold", "drift", "warmup_frames", "statistic"}),
 }
@@ -677,7 +688,13 @@ class DetectorSpec(Model):
     )
     cell_m: PositiveFloat = Field(50.0, description="knowledge_map: grid cell size.")
     horizon_m: PositiveFloat = Field(1000.0, description="knowledge_map: how far ahead along the heading it looks.")
-    update_s: PositiveFloat = Field(5.0, description="knowledge_map: seconds between new predictions.")
+    update_s: PositiveFloat | None = Field(
+        None,
+        description=(
+            "route_lookahead, knowledge_map: seconds between new predictions as the vehicle moves (plans not yet "
+            "sent are revised); default none for route_lookahead (departure and scene entries), 5 for knowledge_map."
+        ),
+    )
     threshold: PositiveFloat = Field(8.0, description="channel_statistics: CUSUM alarm threshold (in sigmas).")
     drift: NonNegativeFloat = Field(1.0, description="channel_statistics: CUSUM drift allowance (in sigmas).")
     warmup_frames: int = Field(

@@ -30,8 +30,8 @@ from ivsim.refine.policies import POLICIES, Decision, Plan, RefinePolicy, make_p
 from ivsim.refine.service import (
     FULL_REFINER,
     AnalyticRefiner,
-    RefineRequest,
     Refiner,
+    RefineRequest,
     RefineWork,
     make_refiner,
 )

@@ -21,12 +21,14 @@ scene change) and ``false_alarm`` for alarms.
 Built-in kinds:
 
 ``route_lookahead``
-    the CTCD method: sample the planned route every ``spacing_m`` from the vehicle's position,
+    the CTCD method: sample the planned route every ``spacing_m`` from the vehicle's position
+    (at departure, at each scene entry and, with ``update_s``, every so many seconds),
     look up each sample's scene, and predict the arrival at each change of scene from the
     map's planned edge speeds (``speed: planned``) or the vehicle's speed now (``observed``).
-    Errors come from the sampling (a boundary is seen at the first sample past it; a scene
-    stretch shorter than the spacing can be missed) and from the speeds (a vehicle driving
-    faster or slower than the map's speeds).
+    A boundary lies between the last sample before a change and the first after it; the
+    prediction takes the earlier end (at planned speed it is early by less than the spacing,
+    never late). Errors come from that sampling (and a scene stretch shorter than the spacing
+    can be missed) and from the speeds (a vehicle driving faster or slower than the map's).
 ``knowledge_map``
     no route: a grid of ``cell_m`` cells holding the scene of the roads in each cell (built
     from the scene map, as a base station would hold a map of channel-estimation knowledge);
@@ -36,8 +38,9 @@ Built-in kinds:
 ``channel_statistics``
     no map at all: a two-sided CUSUM on a statistic the receiver computes for every frame
     (``statistic``, default ``pilot_resid_db``, the pilot residual of its own estimate, in
-    ``tx`` rows with ``link.fidelity: full``), standardised by a baseline of
-    ``warmup_frames`` frames learnt after departure, after each deploy and after each alarm;
+    ``tx`` rows with ``link.fidelity: full``), standardised by a baseline (median and MAD) of
+    ``warmup_frames`` frames learnt after departure, after each deploy and after each alarm,
+    each frame's score clipped to +-4 sigmas (one outlier cannot raise an alarm alone);
     alarms at ``threshold`` sigmas with ``drift`` sigmas allowed per frame.
 
 A researcher's own detector is a class with the same attributes, named ``module:Class``.
@@ -69,6 +72,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_CLIP = 4.0  # CUSUM: a frame's standardised score counts at most this many sigmas
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,7 @@ class RouteLookaheadDetector(_MapDetector):
         self.spec = spec
         self.spacing_m = float(spec.spacing_m)
         self.observed = spec.speed == "observed"
+        self.update_s = spec.update_s
 
     def boundaries(self, sim: Simulation, vehicle: int, t_s: float) -> list[Boundary]:
         """Scene changes among the route samples ahead, with their predicted arrival times."""
@@ -156,7 +162,9 @@ class RouteLookaheadDetector(_MapDetector):
         hits = _changes(scenes, int(table.scene[vehicle]))
         if len(hits) == 0:
             return []
-        s_hit = ahead[hits]
+        # the boundary lies between the last sample before the change and the first after it: take the
+        # earlier end, so that at planned speed the prediction is never late (early by < spacing_m)
+        s_hit = np.concatenate(([s_now], ahead))[hits]
         if self.observed:
             speed = max(float(table.speed_mps[vehicle]), 0.1)
             when = t_s + (s_hit - s_now) / speed
@@ -177,7 +185,7 @@ class KnowledgeMapDetector(_MapDetector):
         self.spec = spec
         self.cell_m = float(spec.cell_m)
         self.horizon_m = float(spec.horizon_m)
-        self.update_s = float(spec.update_s)
+        self.update_s = float(spec.update_s or 5.0)
         self._cells: dict[tuple[int, int], int] | None = None
 
     def _build(self, sim: Simulation) -> dict[tuple[int, int], int]:
@@ -278,14 +286,14 @@ class ChannelStatisticsDetector:
             if v not in self._mu_sd:
                 base = self._base.setdefault(v, [])
                 base.append(x)
-                if len(base) >= self.warmup:
-                    mu = float(np.mean(base))
-                    sd = max(float(np.std(base, ddof=1)), 0.1)
+                if len(base) >= self.warmup:  # robust: median and MAD (the residual has heavy tails)
+                    mu = float(np.median(base))
+                    sd = max(1.4826 * float(np.median(np.abs(np.asarray(base) - mu))), 0.1)
                     self._mu_sd[v] = (mu, sd)
                     self._up[v] = self._down[v] = 0.0
                 continue
             mu, sd = self._mu_sd[v]
-            z = (x - mu) / sd
+            z = float(np.clip((x - mu) / sd, -_CLIP, _CLIP))
             self._up[v] = max(0.0, self._up[v] + z - self.drift)
             self._down[v] = max(0.0, self._down[v] - z - self.drift)
             stat = max(self._up[v], self._down[v])

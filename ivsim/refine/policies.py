@@ -302,9 +302,9 @@ class CachedPolicy(_Policy):
         n, k = self.size(d)
         cloud = d.sim.cloud
         plans = []
-        if self.reacts(d) and d.scene not in d.covered and d.scene not in d.pending:
-            if cloud.has_adapter(d.vehicle, d.scene, samples=n, steps=k) or self.spec.fallback == "reactive":
-                plans += self.now(d)
+        here = self.reacts(d) and d.scene not in d.covered and d.scene not in d.pending
+        if here and (self.spec.fallback == "reactive" or cloud.has_adapter(d.vehicle, d.scene, samples=n, steps=k)):
+            plans += self.now(d)
         for b in d.boundaries:
             if b.target_scene in d.covered or b.target_scene in d.pending or b.target_scene in d._taken:
                 continue

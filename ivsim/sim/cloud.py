@@ -31,8 +31,10 @@ process:
 3. Backhaul up over the serving station's link: ``backhaul_up_s``.
 4. Adapter cache: the cloud keeps every adapter it made (``adapter_id -> bytes``,
    the id from :meth:`~ivsim.refine.service.Refiner.adapter_id`); a hit needs no
-   GPU (``cached``; queue and GPU stages 0). Jobs in flight for the same adapter
-   are not merged: each computes it.
+   GPU (``cached``; queue and GPU stages 0). With ``cloud.coalesce`` (default) a
+   job whose adapter another job is making right now waits for that one instead
+   of making it again (``cached``, the wait counted as ``queue_s``; failed if that
+   job fails); without it every job computes its own.
 5. Otherwise, unless admission control turns it away (``cloud.admission:
    deadline``: its estimated completion, :meth:`CloudNode.estimate_budget`, is
    after its deadline; outcome ``cancelled``, reason ``admission``), the job
@@ -248,6 +250,8 @@ class CloudNode:
         """The cloud's adapter cache: adapter id -> size in bytes."""
         self.refinements = 0
         self._in_flight: dict[int, list[int]] = {}
+        self._making: dict[str, simpy.Event] = {}
+        """Adapters being made now (``cloud.coalesce``): id -> event whose value is its size (``None``: failed)."""
         self.finished_totals: list[float] = []
         """``total_s`` of every finished (not cached) refinement, in finishing order (what adaptive policies learn)."""
         self.serving = 0
@@ -542,40 +546,31 @@ class CloudNode:
                 res.adapter_id = refiner.adapter_id(request)
             except IvsimError as exc:
                 return self._refine_end(res, "failed", _one_line(exc))
+            making = self._making.get(res.adapter_id)
             if res.adapter_id in self.adapters:
                 res.cached = True
                 adapter_bytes = self.adapters[res.adapter_id]
+            elif making is not None:  # another job is making this very adapter: wait for it, no GPU
+                t = env.now
+                made = yield making
+                res.queue_s = env.now - t
+                if made is None:
+                    return self._refine_end(res, "failed", "the job making this adapter did not finish")
+                res.cached = True
+                adapter_bytes = made
             else:
-                if sim.scenario.cloud.admission == "deadline" and not math.isnan(res.deadline_t_s):
-                    i_est = self.estimate_budget(i, samples=request.samples, steps=request.steps)
-                    finish = env.now + i_est["queue_s"] + i_est["lm_infer_s"] + i_est["finetune_s"] + i_est["download_s"]
-                    if finish > res.deadline_t_s:
-                        return self._refine_end(res, "cancelled", "admission")
-                queued = env.now
-                granted = env.event()
-                yield self._enqueue(lambda gpu, queue_len: granted.succeed((gpu, queue_len)), res.deadline_t_s)
-                gpu, queue_len = yield granted
-                res.queue_s = env.now - queued
-                sim.log.log(
-                    "refine_start", env.now, request.job_id, vehicle=request.vehicle, job_id=request.job_id,
-                    target_scene=request.target_scene, queue_s=res.queue_s, queue_len=queue_len,
-                )  # fmt: skip
+                made_bytes, key = None, res.adapter_id
+                if sim.scenario.cloud.coalesce:
+                    making = self._making[key] = env.event()
                 try:
-                    work = refiner.refine(request)
-                    lm_s, ft_s = self._gpu_times(work, request, timing)
-                except IvsimError as exc:
-                    self.gpus.release(gpu)
-                    return self._refine_end(res, "failed", _one_line(exc))
-                self.serving += 1
-                try:
-                    yield env.timeout(lm_s + ft_s)
+                    adapter_bytes = yield from self._compute(i, request, res, refiner, timing)
+                    made_bytes = adapter_bytes
                 finally:
-                    self.serving -= 1
-                    self.gpus.release(gpu)
-                res.lm_infer_s, res.finetune_s = lm_s, ft_s
-                res.adapter_id = work.adapter_id
-                adapter_bytes = int(work.adapter_bytes)
-                self.adapters[res.adapter_id] = adapter_bytes
+                    if making is not None:
+                        del self._making[key]
+                        making.succeed(made_bytes)
+                if adapter_bytes is None:
+                    return res
 
             bs_now = int(table.serving[i]) if table.active[i] else -1
             if bs_now < 0:
@@ -603,6 +598,45 @@ class CloudNode:
             return res
         finally:
             self._in_flight[i].remove(target_scene)
+
+    def _compute(
+        self, i: int, request: RefineRequest, res: RefineResult, refiner: Refiner, timing: RefineTimingModel | None
+    ) -> Generator[simpy.Event, None, int | None]:
+        """Admission, the GPU queue, the refiner: the adapter's size in bytes, or ``None`` (job ended, row logged)."""
+        sim = self.sim
+        env = sim.env
+        if sim.scenario.cloud.admission == "deadline" and not math.isnan(res.deadline_t_s):
+            est = self.estimate_budget(i, samples=request.samples, steps=request.steps)
+            finish = env.now + est["queue_s"] + est["lm_infer_s"] + est["finetune_s"] + est["download_s"]
+            if finish > res.deadline_t_s:
+                self._refine_end(res, "cancelled", "admission")
+                return None
+        queued = env.now
+        granted = env.event()
+        yield self._enqueue(lambda gpu, queue_len: granted.succeed((gpu, queue_len)), res.deadline_t_s)
+        gpu, queue_len = yield granted
+        res.queue_s = env.now - queued
+        sim.log.log(
+            "refine_start", env.now, request.job_id, vehicle=request.vehicle, job_id=request.job_id,
+            target_scene=request.target_scene, queue_s=res.queue_s, queue_len=queue_len,
+        )  # fmt: skip
+        try:
+            work = refiner.refine(request)
+            lm_s, ft_s = self._gpu_times(work, request, timing)
+        except IvsimError as exc:
+            self.gpus.release(gpu)
+            self._refine_end(res, "failed", _one_line(exc))
+            return None
+        self.serving += 1
+        try:
+            yield env.timeout(lm_s + ft_s)
+        finally:
+            self.serving -= 1
+            self.gpus.release(gpu)
+        res.lm_infer_s, res.finetune_s = lm_s, ft_s
+        res.adapter_id = work.adapter_id
+        self.adapters[res.adapter_id] = int(work.adapter_bytes)
+        return int(work.adapter_bytes)
 
     def _refine_end(self, res: RefineResult, outcome: str, reason: str | None, **air: object) -> RefineResult:
         env = self.sim.env

@@ -39,7 +39,7 @@ __all__ = ["Vehicle"]
 
 logger = logging.getLogger(__name__)
 
-_RETRY_S = 1.0  # a request planned ahead of its deadline waits out an uplink outage in steps of this
+_RETRY_S = 1.0  # a request that cannot be sent (uplink outage) is tried again after this
 
 
 @dataclass
@@ -80,7 +80,8 @@ class Vehicle:
     """Estimators on board: scene -> ``(adapter_id, version)`` (``""``, 0 = the base weights)."""
     planned: dict[int, float] = field(default_factory=dict)
     """Scenes with a request planned for later: scene -> when it is to be sent."""
-    last_entry_s: float = float("nan")
+    last_change_s: float = float("nan")
+    """When the vehicle last changed scene (not counting departures)."""
     last_alarm_s: float = float("nan")
     _sched_t: np.ndarray | None = None
     _sched_scene: np.ndarray | None = None
@@ -138,7 +139,12 @@ class Vehicle:
         return self._clock
 
     def decide(self, reason: str) -> None:
-        """Ask the run's policy what to request at this decision point; send now or plan for later."""
+        """Ask the run's policy what to request at this decision point; send now or plan for later.
+
+        At an ``update`` (the detector's new predictions) requests planned for later are open
+        to revision: the policy sees them as not pending, and a new start time replaces the
+        old one. At other decision points they stand.
+        """
         from ivsim.refine.policies import Decision  # torch-free; local to keep the import graph flat
 
         sim = self.sim
@@ -151,24 +157,31 @@ class Vehicle:
         boundaries = sim.detector.boundaries(sim, i, now) if reason in ("depart", "scene", "update") else []
         self._log_boundaries(boundaries)
         spec = sim.scenario.refinement
+        pending = set(sim.cloud.refinements_in_flight(i))
+        if reason != "update":
+            pending |= set(self.planned)
         decision = Decision(
             sim=sim, vehicle=i, t_s=now, reason=reason, scene=scene, boundaries=boundaries,
-            covered=frozenset(self.onboard), pending=frozenset(sim.cloud.refinements_in_flight(i)) | set(self.planned),
-            samples=spec.samples, steps=spec.steps,
+            covered=frozenset(self.onboard), pending=frozenset(pending), samples=spec.samples, steps=spec.steps,
         )  # fmt: skip
         for plan in sim.refine_policy.decide(decision):
             if plan.start_t_s > now:
-                self.planned[plan.target_scene] = plan.start_t_s
-                sim.process(self._send_later(plan, self.trip))
+                self._plan(plan)
             else:
+                self.planned.pop(plan.target_scene, None)
                 self._send(plan)
 
+    def _plan(self, plan: Plan) -> None:
+        """Send ``plan`` at its start time (replacing an earlier plan for the same scene)."""
+        if self.planned.get(plan.target_scene) != plan.start_t_s:
+            self.planned[plan.target_scene] = plan.start_t_s
+            self.sim.process(self._send_later(plan, self.trip))
+
     def _send(self, plan: Plan) -> None:
-        """Send the request of ``plan`` now; in uplink outage with its deadline ahead, try again each second."""
+        """Send the request of ``plan`` now; in uplink outage (no way to send it), try again every second."""
         sim = self.sim
-        if plan.deadline_t_s > sim.env.now + _RETRY_S and not sim.cloud.can_send(self.index):
-            self.planned[plan.target_scene] = sim.env.now + _RETRY_S
-            sim.process(self._send_later(replace(plan, start_t_s=sim.env.now + _RETRY_S), self.trip))
+        if not sim.cloud.can_send(self.index):
+            self._plan(replace(plan, start_t_s=sim.env.now + _RETRY_S))
             return
         sim.cloud.request_refinement(
             self.index, plan.target_scene, policy=sim.refine_policy.kind, deadline_t_s=plan.deadline_t_s,
@@ -179,7 +192,9 @@ class Vehicle:
     def _send_later(self, plan: Plan, trip: int) -> Generator[simpy.Event, None, None]:
         env = self.sim.env
         yield env.timeout(plan.start_t_s - env.now)
-        self.planned.pop(plan.target_scene, None)
+        if self.planned.get(plan.target_scene) != plan.start_t_s:
+            return  # replaced by a newer plan
+        del self.planned[plan.target_scene]
         i = self.index
         if self.trip != trip or not self.sim.vehicles.active[i] or plan.target_scene in self.onboard:
             return
@@ -215,11 +230,11 @@ class Vehicle:
         """The detector raised an alarm: log it with the truth beside it, then let the policy decide."""
         sim = self.sim
         now = sim.env.now
-        changed = self.last_entry_s > (self.last_alarm_s if np.isfinite(self.last_alarm_s) else -np.inf)
+        changed = self.last_change_s > (self.last_alarm_s if np.isfinite(self.last_alarm_s) else -np.inf)
         sim.log.log(
             "detect", now, self.vehicle_id, vehicle=self.vehicle_id, detector=sim.detector.kind, detection="alarm",
             target_scene=sim.scene_names[int(sim.vehicles.scene[self.index])], statistic=statistic,
-            delay_s=now - self.last_entry_s if changed else float("nan"), false_alarm=not changed,
+            delay_s=now - self.last_change_s if changed else float("nan"), false_alarm=not changed,
         )  # fmt: skip
         self.last_alarm_s = now
         self.decide("detect")
@@ -252,7 +267,8 @@ class Vehicle:
     def _entered(self, scene: int, *, departing: bool) -> None:
         """On entering ``scene``: use an estimator made for it if one is on board (or, for the oracle, always)."""
         sim = self.sim
-        self.last_entry_s = sim.env.now
+        if not departing:
+            self.last_change_s = sim.env.now
         if getattr(sim.refine_policy, "oracle", False):
             if scene not in self.onboard:
                 self.onboard[scene] = ("", 0)

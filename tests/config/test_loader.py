@@ -101,6 +101,7 @@ def test_scenario_to_yaml_round_trip(scenario_file: Path, tmp_path: Path) -> Non
         "gpus": 1,
         "backhaul": {"rate_bps": 10e9, "latency_s": 0.005},
         "queue": "fifo",
+        "coalesce": True,
         "admission": "none",
     }
     assert list(data)[:3] == ["name", "seed", "duration_s"]  # field order, not sorted

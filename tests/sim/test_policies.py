@@ -48,39 +48,43 @@ def run(roadmap: RoadMap, policy: dict[str, Any], *, detector: dict[str, Any] | 
     return sim.log.to_pandas()
 
 
-def test_route_lookahead_predicts_the_bridge_exactly_at_planned_speed(bridge_line: RoadMap) -> None:
+def test_route_lookahead_predicts_the_bridge_at_the_last_sample_before_it(bridge_line: RoadMap) -> None:
     df = run(bridge_line, {"kind": "proactive"}, detector={"kind": "route_lookahead", "spacing_m": 100})
     det = df[(df.event == "detect") & (df.t_s == 0)].set_index("target_scene")
-    # samples every 100 m: the bridge starts at 800 m exactly (a sample), the street again at 1200 m
-    assert det.loc["bridge", "predicted_t_s"] == pytest.approx(80.0) and det.loc["bridge", "arrival_t_s"] == 80.0
-    assert det.loc["bridge", "distance_m"] == pytest.approx(800.0)
-    assert det.loc["bridge", "error_s"] == pytest.approx(0.0, abs=1e-9)
+    # samples every 100 m: 700 m is street, 800 m (where the bridge starts) bridge: predicted at 700 m, 10 s early
+    assert det.loc["bridge", "predicted_t_s"] == pytest.approx(70.0) and det.loc["bridge", "arrival_t_s"] == 80.0
+    assert det.loc["bridge", "distance_m"] == pytest.approx(700.0)
+    assert det.loc["bridge", "error_s"] == pytest.approx(-10.0)
 
 
 def test_route_lookahead_errors_from_spacing_and_from_speed(bridge_line: RoadMap) -> None:
-    # 300 m spacing: the first sample on the bridge is at 900 m -> predicted 10 s late
+    # 300 m spacing: 600 m is the last sample before the bridge -> predicted 20 s early
     df = run(bridge_line, {"kind": "proactive"}, detector={"kind": "route_lookahead", "spacing_m": 300})
     det = df[(df.event == "detect") & (df.t_s == 0) & (df.target_scene == "bridge")].iloc[0]
-    assert det.error_s == pytest.approx(10.0)
-    # a driver at 0.8x the map's speed: planned speeds predict 80 s, the car arrives at 100 s
+    assert det.error_s == pytest.approx(-20.0)
+    # 80 m spacing: 720 m before, 800 m on it: 8 s early
+    df = run(bridge_line, {"kind": "proactive"}, detector={"kind": "route_lookahead", "spacing_m": 80})
+    det = df[(df.event == "detect") & (df.t_s == 0) & (df.target_scene == "bridge")].iloc[0]
+    assert det.error_s == pytest.approx(-8.0)
+    # a driver at 0.8x the map's speed (100 m spacing): planned speeds predict 70 s, the car arrives at 100 s
     cars = [car("c", 0, 20, speed_factor=0.8)]
     df = run(bridge_line, {"kind": "proactive"}, detector={"kind": "route_lookahead"}, cars=cars)
     det = df[(df.event == "detect") & (df.t_s == 0) & (df.target_scene == "bridge")].iloc[0]
-    assert (det.predicted_t_s, det.arrival_t_s) == pytest.approx((80.0, 100.0))
-    # ... while the observed speed gets it right
+    assert (det.predicted_t_s, det.arrival_t_s) == pytest.approx((70.0, 100.0))
+    # ... while the observed speed leaves only the sampling error (700 m at 8 m/s)
     df = run(bridge_line, {"kind": "proactive"}, detector={"kind": "route_lookahead", "speed": "observed"}, cars=cars)
     det = df[(df.event == "detect") & (df.t_s == 0) & (df.target_scene == "bridge")].iloc[0]
-    assert det.predicted_t_s == pytest.approx(100.0)
+    assert det.predicted_t_s == pytest.approx(87.5)
 
 
 def test_proactive_starts_budget_plus_margin_ahead_and_meets_its_deadline(bridge_line: RoadMap) -> None:
     df = run(bridge_line, {"kind": "proactive", "margin_s": 4.0})
     (req,) = rows_of(df, "refine_request").itertuples()
     (done,) = rows_of(df, "refine_done").itertuples()
-    # request at 80 - estimated budget - 4; the estimate is the job's real budget here (no queue, same link)
-    assert req.deadline_t_s == pytest.approx(80.0) and req.target_scene == "bridge"
-    assert req.t_s == pytest.approx(80.0 - done.total_s - 4.0, abs=0.05)
-    assert done.outcome == "met" and done.slack_s == pytest.approx(80.0 - done.t_s) and done.slack_s > 3.9
+    # request at 70 (predicted) - estimated budget - 4; the estimate is the job's real budget (no queue, same link)
+    assert req.deadline_t_s == pytest.approx(70.0) and req.target_scene == "bridge"
+    assert req.t_s == pytest.approx(70.0 - done.total_s - 4.0, abs=0.05)
+    assert done.outcome == "met" and done.slack_s == pytest.approx(80.0 - done.t_s) and done.slack_s > 13.9
     # deployed before the bridge, used from the bridge on, the base weights again on the street after it
     switches = rows_of(df, "estimator_switch")
     assert list(zip(switches.t_s, switches.estimator_scene, strict=True)) == [(80.0, "bridge"), (120.0, "street")]
@@ -150,6 +154,20 @@ def test_edf_serves_the_earliest_deadline_first(bridge_line: RoadMap) -> None:
     assert got["edf"] == ["c0", "c3", "c2", "c1"]
 
 
+def test_coalescing_makes_an_adapter_once_for_simultaneous_requests(line_roadmap: RoadMap) -> None:
+    from .test_refinement import request, spread_cars
+
+    cars, bss = spread_cars(4)
+    sim = refine_sim(line_roadmap, cars, bss, cloud={"coalesce": True})
+    results = request(sim, [(1.0 + 0.01 * k, k) for k in range(4)])
+    first, *rest = results
+    assert not first.cached and first.gpu_s == S and first.queue_s == 0.0
+    for r in rest:  # they wait for the first job's adapter: no GPU, the wait counted as queue time
+        assert r.cached and r.gpu_s == 0.0 and r.adapter_id == first.adapter_id
+        assert r.requested_s + r.upload_s + r.queue_s == pytest.approx(first.requested_s + first.upload_s + S)
+    assert sum(r.gpu_s for r in results) == S
+
+
 def test_admission_turns_away_jobs_that_cannot_make_their_deadline(bridge_line: RoadMap) -> None:
     cars = [car(f"c{k}", 0, 20) for k in range(3)]
     sim = refine_sim(bridge_line, cars, BSS, cloud={"admission": "deadline"}, duration_s=30.0)
@@ -182,11 +200,13 @@ def test_adaptive_learns_a_quantile_of_finished_jobs(bridge_line: RoadMap) -> No
 
 def test_adaptive_fit_steps_cuts_k_to_the_time_left(bridge_line: RoadMap) -> None:
     policy = {"kind": "adaptive", "fit_steps": True, "min_steps": 4, "margin_s": 1.0}
-    # a car starting 10 s before the bridge: 256 steps (16.5 s of GPU) do not fit, about 130 do
-    df = run(bridge_line, policy, refinement={"steps": 256}, cars=[car("c", 7, 20)])
+    # a car 400 m (40 s) before the bridge, predicted at the 700 m sample (30 s): 1024 steps (64.5 s of GPU) do
+    # not fit; 30 - 1 (margin) - 0.5 (inference) - air and backhaul leave room for about 455 steps of 0.0625 s
+    df = run(bridge_line, policy, refinement={"steps": 1024}, cars=[car("c", 4, 20)])
     (req,) = rows_of(df, "refine_request").itertuples()
     (done,) = rows_of(df, "refine_done").itertuples()
-    assert 100 <= req.steps < 140 and req.t_s == 0.0 and done.outcome == "met"
+    assert 440 <= req.steps <= 456 and req.t_s == 0.0 and done.outcome == "met"
+    assert done.t_s == pytest.approx(30.0 - 1.0, abs=0.1)
 
 
 def test_cusum_alarms_after_a_step_and_not_before() -> None:
@@ -226,7 +246,7 @@ def test_plugin_policy_with_its_own_parameter(bridge_line: RoadMap, monkeypatch:
     monkeypatch.setitem(sys.modules, "my_policies", module)
     df = run(bridge_line, {"kind": "my_policies:AtFixedLead", "lead_s": 30})
     (req,) = rows_of(df, "refine_request").itertuples()
-    assert req.t_s == pytest.approx(50.0) and req.policy == "at_fixed_lead"
+    assert req.t_s == pytest.approx(40.0) and req.policy == "at_fixed_lead"
 
 
 def test_common_random_numbers_across_policies(bridge_line: RoadMap) -> None:
@@ -247,3 +267,19 @@ def rows_of(df: pd.DataFrame, event: str) -> pd.DataFrame:
 
 def test_assumed_timings_give_one_second_jobs() -> None:
     assert S == 1.0 and ASSUMED["lm_infer"]["fixed_s"] + ASSUMED["finetune"]["per_item_s"] * K == S
+
+
+def test_default_scenario_proactive_meets_both_deadlines(nyc_map: RoadMap) -> None:
+    from ivsim.config.loader import load_scenario
+
+    from .conftest import ANALYTIC, DEFAULT_SCENARIO
+
+    scenario = load_scenario(DEFAULT_SCENARIO, overrides=ANALYTIC)
+    assert (scenario.refinement.policy.kind, scenario.refinement.detector.kind) == ("proactive", "route_lookahead")
+    sim = Simulation(scenario, roadmap=nyc_map)
+    sim.run()
+    df = sim.log.to_pandas()
+    done = rows_of(df, "refine_done")
+    assert list(done.target_scene) == ["river_bridge", "brooklyn_urban"]
+    assert (done.outcome == "met").all() and (done.slack_s > 0).all()
+    assert not rows_of(df, "tx").mismatched.any()

@@ -56,7 +56,8 @@ def refine_sim(
         "base_stations": bss,
         "vehicles": cars,
         "radio": {"interference_load": 0.0},
-        "cloud": {"gpus": 1, "backhaul": {"rate_bps": 1e9, "latency_s": 0.005}, **(cloud or {})},
+        # queueing is what these tests study: every job computes its own adapter (see test_policies for coalescing)
+        "cloud": {"gpus": 1, "backhaul": {"rate_bps": 1e9, "latency_s": 0.005}, "coalesce": False, **(cloud or {})},
         "refinement": {"steps": K, "lora_rank": 4, "assumed": ASSUMED, **(refinement or {})},
         "link": link or {},
     }
@@ -425,7 +426,7 @@ def test_refinement_is_off_unless_a_scenario_asks() -> None:
     from ivsim.config.schema import RefinementSpec
 
     assert load_scenario(DEFAULT_SCENARIO.parent / "helsinki.yaml").refinement == RefinementSpec()
-    assert load_scenario(DEFAULT_SCENARIO, overrides=ANALYTIC).refinement.policy.kind == "reactive"
+    assert load_scenario(DEFAULT_SCENARIO, overrides=ANALYTIC).refinement.policy.kind == "proactive"
     spec = RefinementSpec()
     assert (spec.policy.kind, spec.samples, spec.steps, spec.lora_rank, spec.upload_pilots) == ("never", 256, 100, 8, 0)
     assert (spec.request_bytes, spec.latency, spec.latency_profile, spec.assumed, spec.cache_dir) == (
