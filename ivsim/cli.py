@@ -1,6 +1,6 @@
 """The ``ivsim`` command line.
 
-``ivsim run / validate / schema / report / compare / bench / train / eval``. Every user error
+``ivsim run / validate / sweep / schema / report / compare / bench / train / eval``. Every user error
 (:class:`~ivsim.errors.IvsimError`, a bad flag) prints one line per problem on
 stderr and exits with code 2; Ctrl-C exits 130 after closing the log.
 """
@@ -59,6 +59,22 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("scenario")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     val.add_argument("--no-map", action="store_true", help="check the file only, do not load the map")
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run a sweep file (base scenario x grid of --set overrides x seeds) on a Dask cluster; "
+        "writes one run folder per run and a hive-partitioned Parquet dataset of all events",
+    )
+    sw.add_argument("sweep", metavar="SWEEP", help="sweep YAML file (format: see `pydoc ivsim.sweep`)")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, default=None, help="worker processes of a local Dask cluster (default 2, 1 thread each)"
+    )
+    where.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="run on an existing Dask cluster (same file system paths)"
+    )
+    sw.add_argument("-o", "--output", metavar="DIR", help="output folder (default runs/<sweep name>)")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("schema", help="print the scenario JSON Schema (for editor completion)")
 
@@ -367,6 +383,56 @@ def _print_summary(summary) -> None:  # noqa: ANN001
     Console().print(table)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """Validate every run of a sweep file, run the unfinished ones on Dask; exit 1 if any failed."""
+    import contextlib
+
+    from ivsim.sweep import default_out_dir, load_sweep_file, pending_runs, run_sweep, sweep_client
+
+    sweep = load_sweep_file(args.sweep)  # every combination checked before anything starts
+    import distributed  # noqa: F401 - it sets its loggers' levels on import
+
+    # distributed logs every worker start and stop at INFO; show them with -v, its errors always
+    logging.getLogger("distributed").setLevel([logging.ERROR, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
+    out_dir = Path(args.output) if args.output else default_out_dir(sweep)
+    if pending_runs(sweep, out_dir):
+        workers = 2 if args.workers is None else args.workers
+        executor = sweep_client(workers=workers, scheduler=args.scheduler)
+    else:
+        executor = contextlib.nullcontext()  # every run is complete already: no cluster to start
+    with executor as client:
+        if args.quiet:
+            result = run_sweep(sweep, out_dir=out_dir, client=client)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+                TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
+            )  # fmt: skip
+            with Progress(*columns, transient=False) as bar:
+                task = bar.add_task(sweep.name, total=len(sweep.runs), failed="")
+                failed = 0
+
+                def advance(record: dict) -> None:
+                    nonlocal failed
+                    failed += record["status"] != "complete"
+                    bar.update(task, advance=1, failed=f"({failed} failed)" if failed else "")
+
+                result = run_sweep(sweep, out_dir=out_dir, client=client, progress=advance)
+    skipped = len(result.skipped)
+    done = sum(r["status"] == "complete" for r in result.records)
+    print(
+        f"{sweep.name}: {done} / {len(result.records)} runs complete ({skipped} already were), "
+        f"{len(result.failed)} failed, {result.wall_s:.1f} s; dataset {result.out_dir / 'dataset'}"
+    )
+    for record in result.failed:
+        print(f"failed: {record['name']}: {record['error']}", file=sys.stderr)
+    if result.failed:
+        print(f"failed runs listed in {result.out_dir / 'failed.json'}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from ivsim.results import write_report
 
@@ -377,12 +443,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from ivsim.errors import OutputError
-    from ivsim.results import compare_runs, load_runs, markdown_table, write_comparison
+    from ivsim.results import compare_runs, detector_errors, load_runs, markdown_table, write_comparison
 
     frames = load_runs(args.run_dirs)
     table = compare_runs(frames, scene=args.scene)
     print(markdown_table(table))
+    errors = pd.concat([detector_errors(f) for f in frames], ignore_index=True)
+    if (errors.changes > 0).any() and (errors.alarms + errors.predicted + errors.false_predictions > 0).any():
+        print("\nscene-change detectors against the truth:")
+        print(markdown_table(errors))
     if args.csv:
         try:
             table.to_csv(args.csv, index=False, float_format="%.6g")
@@ -717,6 +789,7 @@ def _cmd_eval_link(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "run": _cmd_run,
     "validate": _cmd_validate,
+    "sweep": _cmd_sweep,
     "schema": _cmd_schema,
     "report": _cmd_report,
     "compare": _cmd_compare,

@@ -514,19 +514,24 @@ def _variation(name: str, model: str, variant: str, ds_ns: float, k_db: float | 
     )
 
 
+_RECIPE_SCENARIOS = ("helsinki", "nyc_brooklyn_bridge", "nyc_fleet")
+"""Scenarios whose profiles the shipped large model was trained on (later scenarios' profiles are new to it)."""
+
+
 def training_profiles(scenario_files: Sequence[str | Path] | None = None) -> tuple[dict[str, Profile], dict[str, Profile]]:
     """``(train, held_out)`` profiles by name.
 
-    ``train``: every profile of the shipped scenarios (``scenarios/*.yaml``, or
-    ``scenario_files``), keyed ``<scenario>/<profile>``, plus variations: the
+    ``train``: every profile of the scenarios the shipped weights were trained on
+    (:data:`_RECIPE_SCENARIOS`, or ``scenario_files``), keyed ``<scenario>/<profile>``, plus variations: the
     UMi/UMa/RMa LOS/NLOS combinations they lack and TDL/CDL profiles scaled to
     30-1000 ns. ``held_out``: profiles never trained on (TDL-C 600 ns, TDL-A 200 ns,
     CDL-B 150 ns, TDL-D 300 ns), to measure how the generator extrapolates.
     """
     from ivsim.config.loader import load_scenario
 
-    if scenario_files is None:
-        scenario_files = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+    if scenario_files is None:  # the recipe of the shipped weights: the scenarios shipped when they were trained
+        folder = Path(__file__).resolve().parents[2] / "scenarios"
+        scenario_files = [folder / f"{name}.yaml" for name in _RECIPE_SCENARIOS]
     train: dict[str, Profile] = {}
     seen: set[str] = set()
     for f in scenario_files:
