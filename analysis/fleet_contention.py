@@ -1,6 +1,7 @@
 """Many vehicles contending for the cloud: refinement policies x queue discipline x cloud size.
 
-Usage:  python analysis/fleet_contention.py [-o DIR] [--vehicles N] [--gpus 1 8] [--fidelity analytic|full]
+Usage:  python analysis/fleet_contention.py [-o DIR] [--vehicles N] [--gpus 1 8] [--fidelity analytic|fast|full]
+                                            [--runs proactive,never,...] [--set PATH=VALUE ...]
 
 Runs scenarios/nyc_fleet.yaml (300 taxis on random trips for 10 minutes, route look-ahead re-predicted every 10 s
 at the observed speed) once per (policy, queue, GPUs), all with the same seed, so every run sees the same traffic
@@ -8,8 +9,11 @@ at the observed speed) once per (policy, queue, GPUs), all with the same seed, s
 (models/latency_cpu.yaml: about 67 s per job of N = 1024, K = 100): a deliberately slow cloud, where queueing
 matters. Prints one row per run: jobs asked, finished in time (met) or late, turned away (cancelled: admission
 control), deadline hit rate, mean slack, share of frames decoded with a mismatched estimator, GPU-seconds, the
-longest wait in the cloud's queue, the share of finished jobs the cache served. Analytic link by default (no PSNR: what differs
-between these runs is timing); --fidelity full with a few vehicles gives image quality too. Copy and edit.
+longest wait in the cloud's queue, the share of finished jobs the cache served.
+
+Analytic link by default (no PSNR: what differs between these runs is timing). With --fidelity full, a few vehicles
+and a low frame rate the frames go through the neural link and the refinements run for real (LoRA on the CPU);
+--set adds overrides for every run (e.g. refinement.cache_dir, so that later runs reuse the adapters). Copy and edit.
 """
 
 import argparse
@@ -38,18 +42,24 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("-o", "--out", default="runs/fleet_contention", help="folder for the runs and the table")
 parser.add_argument("--vehicles", type=int, default=300)
 parser.add_argument("--gpus", type=int, nargs="+", default=[1, 8])
-parser.add_argument("--fidelity", choices=["analytic", "full"], default="analytic")
+parser.add_argument("--fidelity", choices=["analytic", "fast", "full"], default="analytic")
+parser.add_argument("--runs", default=",".join(label for label, _ in RUNS), help="which rows of RUNS to run")
+parser.add_argument("--set", action="append", default=[], help="more --set overrides for every run")
 args = parser.parse_args()
+wanted = args.runs.split(",")
 
 common = [
     f"fleets.0.count={args.vehicles}", f"link.fidelity={args.fidelity}",
     "refinement.assumed=null", "refinement.latency_profile=cpu",
     "refinement.detector={kind: route_lookahead, spacing_m: 100, speed: observed, update_s: 10}",
+    *args.set,
 ]  # fmt: skip
 out = Path(args.out)
 rows = []
 for gpus in args.gpus:
     for label, sets in RUNS:
+        if label not in wanted:
+            continue
         run_dir = out / f"gpus{gpus}_{label.replace('+', '_')}"
         summary = ivsim.run_scenario("scenarios/nyc_fleet.yaml", run_dir=run_dir, force=True,
                                      overrides=[*common, f"cloud.gpus={gpus}", *sets])  # fmt: skip

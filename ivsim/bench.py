@@ -4,6 +4,14 @@
 (a vehicle that arrives departs on a new trip), analytic link, for a simulated
 hour; compared with a bare SimPy loop that runs as many timeouts as the
 simulation logged rows, in the same process.
+
+``ivsim bench scale``: the core benchmark with the calibrated fast link
+(``link.fidelity: fast``) and the proactive refinement policy, plus how wall time
+grows from 100 to 1,000 to 3,000 vehicles.
+
+``ivsim bench sweep``: the same 8-run sweep (the fleet scenario, analytic link,
+8 seeds) run serially in this process and on a 2-worker Dask ``LocalCluster``,
+one after the other; the speedup is the ratio of the two wall times.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from pathlib import Path
 
 import simpy
 
-__all__ = ["bare_simpy_rate", "bench_core", "machine"]
+__all__ = ["bare_simpy_rate", "bench_core", "bench_scale", "bench_sweep", "machine"]
 
 REPO_SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
@@ -63,8 +71,13 @@ def bench_core(
     fps: float = 1.0,
     scenario: str | Path | None = None,
     progress: bool = True,
+    overrides: tuple[str, ...] = (),
+    label: str = "bench core",
 ) -> dict:
     """Run the core benchmark and return its figures.
+
+    ``overrides`` (``--set`` strings) are applied after the benchmark's own (``bench scale``
+    uses them for the fast link and the proactive policy).
 
     Returns
     -------
@@ -84,6 +97,7 @@ def bench_core(
             f"fleets.0.count={vehicles}",
             "fleets.0.respawn=true",
             "fleets.0.departures={kind: at_start, t_s: 0, spread_s: 0}",
+            *overrides,
         ],
     )
     if len(sc.fleets) > 1:
@@ -96,7 +110,7 @@ def bench_core(
             from rich.progress import Progress
 
             with Progress(transient=True) as bar:
-                task = bar.add_task("bench core", total=duration_s)
+                task = bar.add_task(label, total=duration_s)
                 t1 = time.perf_counter()
                 summary = sim.run(progress=lambda t: bar.update(task, completed=t))
         else:
@@ -120,3 +134,113 @@ def bench_core(
         "fps": fps,
         "machine": machine(),
     }
+
+
+def bench_sweep(
+    *,
+    runs: int = 8,
+    workers: int = 2,
+    vehicles: int = 1000,
+    duration_s: float = 3600.0,
+    scenario: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Time one sweep serially and on a ``workers``-process Dask LocalCluster.
+
+    The sweep: ``runs`` seeds of the fleet scenario (analytic link, ``vehicles`` taxis
+    always on the road, ``duration_s`` simulated; the defaults make one run about a
+    minute on a 2-core CPU, so that starting the workers does not dominate). Both
+    passes write their own output folder; nothing is reused between them.
+
+    Returns
+    -------
+    dict
+        ``serial_s, parallel_s, speedup`` (serial / parallel), ``run_wall_s`` (mean wall
+        time of one run's simulation, from the serial pass), ``runs, workers, vehicles,
+        duration_s, failed, machine``.
+    """
+    import yaml
+
+    from ivsim.sweep import load_sweep_file, run_sweep, sweep_client
+
+    base = Path(scenario).resolve() if scenario else REPO_SCENARIOS / "nyc_fleet.yaml"
+    spec = {
+        "name": "bench_sweep",
+        "base": str(base),
+        "set": {
+            "link.fidelity": "analytic", "duration_s": duration_s, "fleets.0.count": vehicles,
+            "fleets.0.respawn": True, "fleets.0.departures": {"kind": "at_start", "t_s": 0, "spread_s": 0},
+        },
+        "seeds": list(range(1, runs + 1)),
+    }  # fmt: skip
+    times: dict[str, float] = {}
+    failed = 0
+    run_walls: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="ivsim-bench-sweep-") as tmp:
+        sweep_file = Path(tmp) / "bench_sweep.yaml"
+        sweep_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+        sweep = load_sweep_file(sweep_file)
+        for mode in ("serial", "parallel"):
+            done = []
+
+            def tick(record: dict, _done: list = done, _mode: str = mode) -> None:
+                _done.append(record)
+                if progress:
+                    print(f"bench sweep {_mode}: {len(_done)}/{runs} runs", flush=True)
+
+            t0 = time.perf_counter()
+            if mode == "serial":
+                result = run_sweep(sweep, out_dir=Path(tmp) / mode, client=None, progress=tick)
+            else:
+                with sweep_client(workers=workers) as client:
+                    result = run_sweep(sweep, out_dir=Path(tmp) / mode, client=client, progress=tick)
+            times[mode] = time.perf_counter() - t0
+            failed += sum(r["status"] != "complete" for r in result.records)
+            if mode == "serial":
+                run_walls = [float(r.get("run_wall_s") or 0.0) for r in result.records]
+    return {
+        "serial_s": round(times["serial"], 1),
+        "parallel_s": round(times["parallel"], 1),
+        "speedup": round(times["serial"] / times["parallel"], 2),
+        "run_wall_s": round(sum(run_walls) / max(len(run_walls), 1), 1),
+        "runs": runs,
+        "workers": workers,
+        "vehicles": vehicles,
+        "duration_s": duration_s,
+        "failed": failed,
+        "machine": machine(),
+    }
+
+
+def bench_scale(
+    *,
+    vehicles: int = 1000,
+    duration_s: float = 3600.0,
+    fps: float = 1.0,
+    scaling: tuple[int, ...] = (100, 1000, 3000),
+    fidelity: str = "fast",
+    policy: str = "proactive",
+    progress: bool = True,
+) -> dict:
+    """The scale benchmark: :func:`bench_core` with ``link.fidelity`` and ``refinement.policy`` set, and a scaling curve.
+
+    Returns
+    -------
+    dict
+        :func:`bench_core`'s figures for ``vehicles``, plus ``fidelity``, ``policy`` and
+        ``scaling``: one ``{vehicles, wall_s, rows, rows_per_s, wall_per_vehicle_ms}`` per size
+        (the main run's figures reused for its size).
+    """
+    extra = (f"link.fidelity={fidelity}", f"refinement.policy={{kind: {policy}}}")
+    main = bench_core(vehicles=vehicles, duration_s=duration_s, fps=fps, progress=progress, overrides=extra,
+                      label=f"bench scale {vehicles}")  # fmt: skip
+    curve = []
+    for n in scaling:
+        r = main if n == vehicles else bench_core(
+            vehicles=n, duration_s=duration_s, fps=fps, progress=progress, overrides=extra, label=f"bench scale {n}"
+        )  # fmt: skip
+        curve.append({
+            "vehicles": n, "wall_s": r["wall_s"], "rows": r["rows"], "rows_per_s": r["rows_per_s"],
+            "wall_per_vehicle_ms": round(1000 * r["wall_s"] / n, 2),
+        })  # fmt: skip
+    return {**main, "fidelity": fidelity, "policy": policy, "scaling": curve}

@@ -104,6 +104,23 @@ def _build_parser() -> argparse.ArgumentParser:
     core.add_argument("--vehicles", type=int, default=1000)
     core.add_argument("--duration", type=float, default=3600.0, help="simulated seconds")
     core.add_argument("--fps", type=float, default=1.0, help="frames per second per vehicle")
+    bsc = bench_sub.add_parser(
+        "scale", help="1,000 vehicles for a simulated hour, fast link, proactive policy; scaling 100 -> 3,000"
+    )
+    bsc.add_argument("--json", action="store_true", help="print one JSON object")
+    bsc.add_argument("--vehicles", type=int, default=1000)
+    bsc.add_argument("--duration", type=float, default=3600.0, help="simulated seconds")
+    bsc.add_argument("--fps", type=float, default=1.0, help="frames per second per vehicle")
+    bsc.add_argument("--scaling", default="100,1000,3000", help="vehicle counts of the scaling curve")
+    bsc.add_argument("--fidelity", choices=["fast", "analytic"], default="fast", help="link (default fast)")
+    bsw = bench_sub.add_parser(
+        "sweep", help="an 8-run sweep serially and on a 2-worker Dask LocalCluster: the speedup"
+    )
+    bsw.add_argument("--json", action="store_true", help="print one JSON object")
+    bsw.add_argument("--runs", type=int, default=8, help="runs (seeds) in the sweep (default 8)")
+    bsw.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    bsw.add_argument("--vehicles", type=int, default=1000, help="vehicles per run (default 1000)")
+    bsw.add_argument("--duration", type=float, default=3600.0, help="simulated seconds per run (default 3600)")
     bl = bench_sub.add_parser(
         "link", help="neural link: batched vs one frame at a time, inside the simulator, and the full-rate cost"
     )
@@ -250,6 +267,31 @@ def _build_parser() -> argparse.ArgumentParser:
     er.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     er.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     er.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="run the scenario's full link over (estimator state, scene, SNR, speed) cells; writes the table "
+        "link.fidelity fast samples from",
+    )
+    cal.add_argument("scenario", help="scenario YAML file")
+    cal.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    cal.add_argument("--frames", type=int, default=8, help="calibration frames per cell (default 8: one per image)")
+    cal.add_argument(
+        "--snr", default=None,
+        help="SNR bin centres, comma list of values and START:STOP:STEP ranges (default -6:20:2,24:40:4,50:70:10)",
+    )  # fmt: skip
+    cal.add_argument("--speed-edges", default=None, help="speed bin edges in m/s, comma list (default 0,7,14,30)")
+    cal.add_argument(
+        "--refined", default=None,
+        help="refined states BASE:TARGET,... or none (default: the scene_rules default scene to every other scene)",
+    )  # fmt: skip
+    cal.add_argument("--adapters", metavar="DIR", help="cached adapters to reuse (default refinement.cache_dir)")
+    cal.add_argument("--seed", type=int, default=None, help="seed of the calibration draws (default the scenario's)")
+    cal.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    cal.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    cal.add_argument(
+        "-o", "--output", metavar="FILE", help="table to write (default models/abstraction/<scenario name>.parquet)"
+    )
     return p
 
 
@@ -448,6 +490,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ivsim.errors import OutputError
     from ivsim.results import compare_runs, detector_errors, load_runs, markdown_table, write_comparison
 
+    sweeps = [Path(d) for d in args.run_dirs if (Path(d) / "sweep.json").is_file()]
+    if sweeps:
+        return _compare_sweeps(sweeps, args)
     frames = load_runs(args.run_dirs)
     table = compare_runs(frames, scene=args.scene)
     print(markdown_table(table))
@@ -468,6 +513,36 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_sweeps(sweeps: list[Path], args: argparse.Namespace) -> int:
+    """``ivsim compare SWEEP_DIR ...``: per-run rows, then means over seeds with 95% intervals."""
+    from ivsim.errors import OutputError
+    from ivsim.results import markdown_table, sweep_runs, sweep_summary
+
+    if len(sweeps) != len(args.run_dirs):
+        msg = "ivsim compare: give either run folders or sweep folders, not both"
+        raise OutputError(msg)
+    for folder in sweeps:
+        runs = sweep_runs(folder, scene=args.scene)
+        summary = sweep_summary(folder, scene=args.scene)
+        print(f"{folder}: {len(runs)} runs\n")
+        print(markdown_table(runs.drop(columns=["run_id"])))
+        print("\nmean over seeds (+- half-width of the 95% Student-t interval):\n")
+        print(markdown_table(summary))
+        out = Path(args.output) / folder.name if args.output and len(sweeps) > 1 else args.output
+        if out:
+            try:
+                Path(out).mkdir(parents=True, exist_ok=True)
+                runs.to_csv(Path(out) / "sweep_runs.csv", index=False, float_format="%.6g")
+                summary.to_csv(Path(out) / "sweep_summary.csv", index=False, float_format="%.6g")
+                (Path(out) / "sweep_summary.md").write_text(markdown_table(summary) + "\n")
+            except OSError as exc:
+                msg = f"{out}: cannot write the tables ({exc.strerror or exc})"
+                raise OutputError(msg) from None
+            for name in ("sweep_runs.csv", "sweep_summary.csv", "sweep_summary.md"):
+                print(Path(out) / name)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ivsim.bench import bench_core
 
@@ -475,6 +550,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _cmd_bench_refine(args)
     if args.bench == "core":
         result = bench_core(vehicles=args.vehicles, duration_s=args.duration, fps=args.fps, progress=not args.json)
+    elif args.bench == "scale":
+        from ivsim.bench import bench_scale
+
+        try:
+            scaling = tuple(int(x) for x in args.scaling.split(",") if x.strip())
+        except ValueError:
+            msg = f"--scaling: vehicle counts separated by commas, got {args.scaling!r}"
+            raise IvsimError(msg) from None
+        _positive(vehicles=args.vehicles, **{f"scaling {n}": n for n in scaling})
+        result = bench_scale(
+            vehicles=args.vehicles, duration_s=args.duration, fps=args.fps, scaling=scaling,
+            fidelity=args.fidelity, progress=not args.json,
+        )  # fmt: skip
+    elif args.bench == "sweep":
+        import distributed  # noqa: F401 - it sets its loggers' levels on import
+
+        from ivsim.bench import bench_sweep
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)  # worker starts and stops are not results
+        _positive(runs=args.runs, workers=args.workers, vehicles=args.vehicles)
+        if not args.duration > 0:
+            msg = f"--duration must be > 0, got {args.duration}"
+            raise IvsimError(msg)
+        result = bench_sweep(
+            runs=args.runs, workers=args.workers, vehicles=args.vehicles, duration_s=args.duration,
+            progress=not args.json,
+        )  # fmt: skip
     else:
         import torch
 
@@ -786,7 +888,57 @@ def _cmd_eval_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate the scenario's full link for ``link.fidelity: fast``; write the table and print one summary line."""
+    import shlex
+
+    from ivsim.config.loader import load_scenario
+    from ivsim.phy import abstraction as ab
+
+    scenario = load_scenario(args.scenario, overrides=args.overrides)
+    try:
+        snrs = ab.parse_snr_bins(args.snr or ab.DEFAULT_SNR_BINS)
+    except ValueError as exc:
+        msg = f"--snr {args.snr!r}: {exc}"
+        raise IvsimError(msg) from None
+    try:
+        edges = tuple(float(x) for x in args.speed_edges.split(",")) if args.speed_edges else ab.DEFAULT_SPEED_EDGES
+    except ValueError:
+        msg = f"--speed-edges {args.speed_edges!r}: expected a comma list of speeds in m/s, e.g. 0,7,14,30"
+        raise IvsimError(msg) from None
+    try:
+        refined = ab.parse_refined(args.refined, tuple(scenario.scenes)) if args.refined is not None else None
+    except ValueError as exc:
+        msg = f"--refined: {exc}"
+        raise IvsimError(msg) from None
+    for flag, value in (("--frames", args.frames), ("--threads", args.threads)):
+        if value < 1:
+            msg = f"{flag} must be >= 1, got {value}"
+            raise IvsimError(msg)
+    out = Path(args.output) if args.output else ab.default_table_path(scenario.name)
+    words = ["ivsim", "calibrate", args.scenario, *(f"--set={o}" for o in args.overrides)]
+    for flag, value in (("--frames", args.frames), ("--snr", args.snr), ("--speed-edges", args.speed_edges),
+                        ("--refined", args.refined), ("--adapters", args.adapters), ("--seed", args.seed),
+                        ("--threads", args.threads), ("-o", args.output)):  # fmt: skip
+        if value is not None:
+            words.append(f"{flag}={value}")
+    import torch
+
+    torch.set_num_threads(args.threads)  # process-wide, owned by this command
+    table = ab.calibrate(
+        scenario, frames=args.frames, snr_db=snrs, speed_edges=edges, refined=refined, seed=args.seed,
+        adapters_dir=args.adapters, command=shlex.join(words), progress=not args.quiet,
+    )  # fmt: skip
+    path = table.write(out)
+    print(
+        f"{path}: {table.summary()}; {table.meta['calibration_s']:.0f} s on {table.meta['threads']} thread(s) "
+        f"({path.stat().st_size / 1e3:.0f} kB)"
+    )
+    return 0
+
+
 _COMMANDS = {
+    "calibrate": _cmd_calibrate,
     "run": _cmd_run,
     "validate": _cmd_validate,
     "sweep": _cmd_sweep,

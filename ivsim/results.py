@@ -65,6 +65,8 @@ __all__ = [
     "scene_colors",
     "scene_time",
     "summarize_run",
+    "sweep_runs",
+    "sweep_summary",
     "write_comparison",
     "write_report",
 ]
@@ -1341,6 +1343,98 @@ def compare_runs(
     """
     table, _ = _compare(_as_frames(runs), scene=scene, after_t_s=after_t_s)
     return table
+
+
+#: Metrics of :func:`policy_summary` that :func:`sweep_summary` averages over seeds.
+SWEEP_METRICS = ("psnr_mean", "psnr_p5", "ssim_mean", "nmse_mean_db", "mismatched_share", "mismatched_s",
+                 "deadline_hit_rate", "slack_mean_s", "gpu_s", "refine_air_bytes")  # fmt: skip
+
+
+def sweep_runs(sweep_dir: str | Path, *, scene: str | None = None) -> pd.DataFrame:
+    """One :func:`policy_summary` row per finished run of an ``ivsim sweep`` folder, with its swept values.
+
+    Parameters
+    ----------
+    sweep_dir
+        A folder written by ``ivsim sweep`` (it holds ``sweep.json``).
+    scene
+        As in :func:`policy_summary`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The swept paths (one column each, named as in the sweep file) and ``seed``, then the
+        :data:`POLICY_SUMMARY_COLUMNS`.
+
+    Raises
+    ------
+    OutputError
+        No ``sweep.json`` or no finished run in it.
+    """
+    import json
+
+    folder = Path(sweep_dir)
+    try:
+        info = json.loads((folder / "sweep.json").read_text())
+    except (OSError, ValueError) as exc:
+        msg = f"{folder}: not a sweep folder (no readable sweep.json: {exc})"
+        raise OutputError(msg) from None
+    rows = []
+    for run in info.get("runs", []):
+        if run.get("status") != "complete":
+            continue
+        run_dir = Path(run["run_dir"])
+        if not run_dir.is_absolute():
+            run_dir = folder / run_dir
+        (frame,) = load_runs([run_dir])
+        row = policy_summary(frame, scene=scene).iloc[0].to_dict()
+        values = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in run.get("values", {}).items()}
+        rows.append({**values, "seed": run.get("seed"), **{k: v for k, v in row.items() if k != "seed"}})
+    if not rows:
+        msg = f"{folder}: the sweep has no finished run yet"
+        raise OutputError(msg)
+    return pd.DataFrame(rows)
+
+
+def sweep_summary(sweep_dir: str | Path, *, scene: str | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """Means over seeds with confidence intervals, per combination of swept values.
+
+    Parameters
+    ----------
+    sweep_dir
+        A folder written by ``ivsim sweep``.
+    scene
+        As in :func:`policy_summary`.
+    confidence
+        Level of the two-sided Student-t interval of each mean.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The swept columns, ``runs`` (seeds averaged), then for each of :data:`SWEEP_METRICS`
+        ``<metric>`` (the mean over seeds) and ``<metric>_ci`` (the interval's half-width;
+        NaN with one seed).
+    """
+    from scipy import stats
+
+    runs = sweep_runs(sweep_dir, scene=scene)
+    swept = [c for c in runs.columns[: list(runs.columns).index("seed")]]
+    rows = []
+    groups = runs.groupby(swept, sort=False, dropna=False) if swept else [((), runs)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, object] = dict(zip(swept, key, strict=True))
+        row["runs"] = len(g)
+        for m in SWEEP_METRICS:
+            x = pd.to_numeric(g[m], errors="coerce").dropna().to_numpy(dtype="float64")
+            row[m] = float(x.mean()) if len(x) else np.nan
+            if len(x) > 1:
+                half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+                row[f"{m}_ci"] = float(half)
+            else:
+                row[f"{m}_ci"] = np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def detector_errors(df: pd.DataFrame) -> pd.DataFrame:

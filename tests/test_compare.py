@@ -378,3 +378,41 @@ def test_detector_errors_of_predictions_and_alarms() -> None:
     (row,) = detector_errors(frame("r", rows)).to_dict("records")
     assert (row["alarms"], row["false_alarms"], row["detected"], row["changes"]) == (3, 1, 2, 3)
     assert row["delay_mean_s"] == pytest.approx(20.0) and row["predicted"] == 0 and row["missed"] == 0
+
+
+# ---------------------------------------------------------------------- sweeps: means over seeds
+
+
+def test_sweep_summary_means_and_student_t_intervals(tmp_path: Path, capsys) -> None:
+    from scipy import stats
+
+    from ivsim.results import sweep_runs, sweep_summary
+
+    root = tmp_path / "sweep"
+    runs = []
+    # two seeds of "reactive" (the same log renamed) and one of "oracle"
+    for name, make, policy, seed in (("r1", reactive_run, "reactive", 1), ("r2", reactive_run, "reactive", 2),
+                                     ("o1", oracle_run, "oracle", 1)):  # fmt: skip
+        df = make().assign(run_id=name)
+        if name == "r2":  # a second seed with 2 dB more on every frame
+            df["psnr_db"] = df["psnr_db"] + 2.0
+        run_dir = write_run(root, df, policy=policy, seed=seed)
+        runs.append({"name": name, "seed": seed, "values": {"refinement.policy.kind": policy}, "status": "complete",
+                     "run_dir": str(run_dir)})  # fmt: skip
+    runs.append({"name": "x", "seed": 3, "values": {"refinement.policy.kind": "oracle"}, "status": "failed"})
+    (root / "sweep.json").write_text(json.dumps({"name": "t", "swept": ["refinement.policy.kind"], "runs": runs}))
+
+    table = sweep_runs(root)
+    assert list(table["refinement.policy.kind"]) == ["reactive", "reactive", "oracle"]
+    assert list(table.seed) == [1, 2, 1]
+    summary = sweep_summary(root).set_index("refinement.policy.kind")
+    assert summary.loc["reactive", "runs"] == 2 and summary.loc["oracle", "runs"] == 1
+    assert summary.loc["reactive", "psnr_mean"] == pytest.approx(29.0)  # 28 and 30
+    half = stats.t.ppf(0.975, 1) * np.std([28.0, 30.0], ddof=1) / np.sqrt(2)
+    assert summary.loc["reactive", "psnr_mean_ci"] == pytest.approx(half)
+    assert math.isnan(summary.loc["oracle", "psnr_mean_ci"])  # one seed: no interval
+
+    assert main(["compare", str(root), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "mean over seeds" in out and (tmp_path / "out" / "sweep_summary.csv").is_file()
+    assert main(["compare", str(root), str(runs[0]["run_dir"])]) == 2  # sweep and run folders mixed

@@ -385,3 +385,13 @@ def test_worker_death_is_retried_once_then_recorded(tmp_path, monkeypatch) -> No
     assert [r["status"] for r in result.records] == ["failed", "complete"]
     assert "worker died" in result.records[0]["error"] and "retry" in result.records[0]["error"]
     assert json.loads((tmp_path / "out" / "failed.json").read_text())[0]["name"] == "kind=never,seed=1"
+
+
+@pytest.mark.slow  # starts a LocalCluster and runs the sweep twice (~40 s)
+def test_bench_sweep_cli_reports_the_speedup(capsys: pytest.CaptureFixture[str]) -> None:
+    enable_socket()  # the scheduler and workers talk over localhost TCP
+    assert main(["bench", "sweep", "--runs", "2", "--vehicles", "5", "--duration", "30", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runs"] == 2 and result["failed"] == 0 and result["workers"] == 2
+    assert result["speedup"] == pytest.approx(result["serial_s"] / result["parallel_s"], rel=0.02)
+    assert main(["bench", "sweep", "--runs", "0"]) == 2

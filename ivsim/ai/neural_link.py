@@ -71,7 +71,7 @@ from ivsim.config.schema import GridModel, Scenario, profile_hash
 from ivsim.errors import ModelError, ScenarioError
 from ivsim.phy import GridSpec
 from ivsim.registry import resolve_kind
-from ivsim.sim.links import TxBatch, TxResult
+from ivsim.sim.links import TxBatch, TxResult, neural_tx_result
 
 __all__ = ["NeuralLinkEvaluator", "grid_from_spec", "resolve_device"]
 
@@ -349,30 +349,8 @@ class NeuralLinkEvaluator:
             self.wall_s += time.perf_counter() - t0
 
         airtime = np.where(outage, np.nan, self.chain.airtime_s(batch.bandwidth_hz))
-        delay = batch.queue_s + airtime + compute
-        late = ~outage & ~lost & (delay > batch.deadline_s)
-        reason = np.full(n, None, dtype=object)
-        reason[late] = "deadline"
-        reason[lost] = "decode"
-        reason[outage] = "outage"
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(outage, 0.0, batch.size_bits / airtime)
-        extra = {
-            "codec": np.full(n, self.codec_name, dtype=object),
-            "estimator": est_names,
-            "estimator_scene": est_scenes,
-            "symbols": np.where(outage, 0, self.chain.symbols).astype(np.int64),
-            "compute_s": compute,
-            "pilot_resid_db": resid,
-        }
-        return TxResult(
-            rate_bps=rate,
-            airtime_s=airtime,
-            delay_s=np.where(outage, np.nan, delay),
-            delivered=~outage & ~lost & ~late,
-            drop_reason=reason,
-            psnr_db=psnr,
-            ssim=ssim,
-            nmse_db=nmse,
-            extra=extra,
-        )
+        return neural_tx_result(
+            batch, outage=outage, lost=lost, airtime_s=airtime, compute_s=compute, psnr_db=psnr, ssim=ssim,
+            nmse_db=nmse, pilot_resid_db=resid, codec=self.codec_name, estimator=est_names,
+            estimator_scene=est_scenes, symbols=self.chain.symbols,
+        )  # fmt: skip

@@ -469,8 +469,16 @@ class LinkSpec(Model):
     """How a frame's transmission is evaluated."""
 
     direction: Literal["downlink", "uplink"] = "downlink"
-    fidelity: Literal["analytic", "full"] = Field(
-        "analytic", description="analytic: Shannon rate, no images; full: every frame through the neural link."
+    fidelity: Literal["analytic", "full", "fast"] = Field(
+        "analytic",
+        description=(
+            "analytic: Shannon rate, no images; full: every frame through the neural link; fast: quality sampled "
+            "from calibration tables of the full link (ivsim calibrate), same tx columns."
+        ),
+    )
+    calibration: ScenarioPath | None = Field(
+        None,
+        description="Calibration table of link.fidelity fast; default models/abstraction/<scenario name>.parquet.",
     )
     codec: CodecModel = CodecModel()
     estimator: EstimatorModel = EstimatorModel()

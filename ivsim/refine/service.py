@@ -12,7 +12,8 @@ stages with them).
 ``link.fidelity: analytic`` uses :class:`AnalyticRefiner`, which computes
 nothing; ``full`` uses :data:`FULL_REFINER`, imported by name on demand so that
 the simulation never imports torch (as :func:`ivsim.sim.links.make_link_evaluator`
-does for the neural link).
+does for the neural link); ``fast`` uses :data:`FAST_REFINER`, an analytic refiner
+that registers each adapter's calibrated estimator state with the fast link.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ if TYPE_CHECKING:
     from ivsim.config.schema import Scenario
     from ivsim.refine.budget import RefineTimingModel
 
-__all__ = ["FULL_REFINER", "AnalyticRefiner", "RefineRequest", "RefineWork", "Refiner", "adapter_key", "make_refiner"]
+__all__ = [
+    "FAST_REFINER",
+    "FULL_REFINER",
+    "AnalyticRefiner",
+    "RefineRequest",
+    "RefineWork",
+    "Refiner",
+    "adapter_key",
+    "make_refiner",
+]
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,9 @@ class AnalyticRefiner:
 
 FULL_REFINER = "ivsim.ai.refine_job:NeuralRefiner"
 """The refiner of ``link.fidelity: full`` (it follows :class:`Refiner`)."""
+FAST_REFINER = "ivsim.phy.abstraction:CalibratedRefiner"
+"""The refiner of ``link.fidelity: fast``: an :class:`AnalyticRefiner` that tells the calibrated link which
+refined estimator state each adapter stands for (nothing is computed)."""
 
 
 def make_refiner(
@@ -178,6 +191,11 @@ def make_refiner(
                 notes.append(f"refinement: {FULL_REFINER} unavailable ({exc}); using the analytic refiner")
         else:
             return cls(scenario, evaluator=evaluator, timing=timing, seed=seed, notes=notes)
+    if scenario.link.fidelity == "fast" and timing is not None and hasattr(evaluator, "register_adapter"):
+        # analytic timing and sizes; the refined state a job delivers is registered with the calibrated link
+        mod_name, _, cls_name = FAST_REFINER.partition(":")
+        cls = getattr(import_module(mod_name), cls_name)
+        return cls(scenario, evaluator=evaluator, timing=timing, seed=seed, notes=notes)
     if timing is None:
         msg = (
             f"refinement: the analytic refiner needs adapter sizes, and latency profile "

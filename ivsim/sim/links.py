@@ -28,12 +28,16 @@ if TYPE_CHECKING:
     from ivsim.config.schema import LinkSpec, Scenario
 
 __all__ = [
+    "FAST_EVALUATOR",
+    "FULL_EVALUATOR",
+    "NEURAL_EXTRA_COLUMNS",
     "AnalyticLinkEvaluator",
     "LinkBatcher",
     "LinkEvaluator",
     "TxBatch",
     "TxResult",
     "make_link_evaluator",
+    "neural_tx_result",
     "shannon_rate_bps",
 ]
 
@@ -201,25 +205,105 @@ class AnalyticLinkEvaluator:
         )
 
 
+NEURAL_EXTRA_COLUMNS = ("codec", "estimator", "estimator_scene", "symbols", "compute_s", "pilot_resid_db")
+"""The ``extra`` columns of a link that scores images (``link.fidelity: full`` and ``fast``), in this order."""
+
+
+def neural_tx_result(
+    batch: TxBatch,
+    *,
+    outage: np.ndarray,
+    lost: np.ndarray,
+    airtime_s: np.ndarray,
+    compute_s: np.ndarray,
+    psnr_db: np.ndarray,
+    ssim: np.ndarray,
+    nmse_db: np.ndarray,
+    pilot_resid_db: np.ndarray,
+    codec: str,
+    estimator: np.ndarray,
+    estimator_scene: np.ndarray,
+    symbols: int,
+) -> TxResult:
+    """The :class:`TxResult` of a link that scores images, from its per-frame outcome.
+
+    Delay = queue + airtime + compute; a frame below the minimum SINR (``outage``) is
+    not sent (reason ``outage``), a frame the codec lost is ``decode``, a sent frame
+    later than its deadline is ``deadline`` (its quality is still reported); rate =
+    payload / airtime. ``extra`` holds :data:`NEURAL_EXTRA_COLUMNS`. Shared by
+    ``link.fidelity: fast`` (:mod:`ivsim.phy.abstraction`) and ``full``
+    (:class:`~ivsim.ai.neural_link.NeuralLinkEvaluator`).
+
+    Parameters
+    ----------
+    batch
+        The requests.
+    outage, lost
+        Boolean per frame: below the minimum SINR; declared lost by the codec.
+    airtime_s
+        Time on air (NaN in outage).
+    compute_s, psnr_db, ssim, nmse_db, pilot_resid_db
+        Per frame (NaN in outage).
+    codec
+        The codec's name.
+    estimator, estimator_scene
+        Object arrays: the receiver's estimator name and the scene it was made for.
+    symbols
+        Complex channel symbols of a sent frame.
+    """
+    n = len(batch)
+    delay = batch.queue_s + airtime_s + compute_s
+    late = ~outage & ~lost & (delay > batch.deadline_s)
+    reason = np.full(n, None, dtype=object)
+    reason[late] = "deadline"
+    reason[lost] = "decode"
+    reason[outage] = "outage"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(outage, 0.0, batch.size_bits / airtime_s)
+    extra = {
+        "codec": np.full(n, codec, dtype=object),
+        "estimator": estimator,
+        "estimator_scene": estimator_scene,
+        "symbols": np.where(outage, 0, symbols).astype(np.int64),
+        "compute_s": compute_s,
+        "pilot_resid_db": pilot_resid_db,
+    }
+    return TxResult(
+        rate_bps=rate,
+        airtime_s=airtime_s,
+        delay_s=np.where(outage, np.nan, delay),
+        delivered=~outage & ~lost & ~late,
+        drop_reason=reason,
+        psnr_db=psnr_db,
+        ssim=ssim,
+        nmse_db=nmse_db,
+        extra=extra,
+    )
+
+
 FULL_EVALUATOR = "ivsim.ai.neural_link:NeuralLinkEvaluator"
 """The evaluator of ``link.fidelity: full`` (it follows :class:`LinkEvaluator`)."""
+FAST_EVALUATOR = "ivsim.phy.abstraction:CalibratedLinkEvaluator"
+"""The evaluator of ``link.fidelity: fast``: quality sampled from calibration tables of the full link."""
 
 
 def make_link_evaluator(scenario: Scenario, *, seed: int, notes: list[str] | None = None) -> LinkEvaluator:
     """Return the evaluator for ``link.fidelity``.
 
     ``analytic`` is :class:`AnalyticLinkEvaluator`; ``full`` is
-    :data:`FULL_EVALUATOR`, imported by name on demand (the registry pattern), so
-    that the simulation itself never imports torch or the neural side. ``seed`` seeds
+    :data:`FULL_EVALUATOR` and ``fast`` :data:`FAST_EVALUATOR`, imported by name on
+    demand (the registry pattern), so that the simulation itself never imports torch
+    or the neural side. ``seed`` seeds
     its channels and noise; lines it wants in the run's log are appended to ``notes``.
     """
     spec = scenario.link
     if spec.fidelity == "analytic":
         return AnalyticLinkEvaluator(spec)
-    if spec.fidelity == "full":
-        cls = resolve_kind(FULL_EVALUATOR, {}, what="link evaluator", error=ScenarioError)
+    if spec.fidelity in ("full", "fast"):
+        name = FULL_EVALUATOR if spec.fidelity == "full" else FAST_EVALUATOR
+        cls = resolve_kind(name, {}, what="link evaluator", error=ScenarioError)
         return cls(scenario, seed=seed, notes=notes)
-    msg = f"unknown link fidelity {spec.fidelity!r} (allowed: analytic, full)"
+    msg = f"unknown link fidelity {spec.fidelity!r} (allowed: analytic, full, fast)"
     raise ValueError(msg)
 
 

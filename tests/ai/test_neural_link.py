@@ -338,7 +338,7 @@ def _one_line(capsys: pytest.CaptureFixture[str], code: int) -> str:
         ("link.grid.pilot_ofdm_symbol_indices=[2, 20]", "pilot symbols"),
         ("link.images=EMPTY", "no readable images"),
         ("link.latency_profile=/nonexistent/profile.yaml", "latency profile not found"),
-        ("link.fidelity=fast", "link.fidelity"),
+        ("link.fidelity=turbo", "link.fidelity"),
     ],
 )
 def test_bad_link_settings_one_line_exit_2(tmp_path, capsys, override, expected) -> None:
