@@ -5,9 +5,9 @@
 hour; compared with a bare SimPy loop that runs as many timeouts as the
 simulation logged rows, in the same process.
 
-``ivsim bench scale``: the core benchmark with the calibrated fast link
-(``link.fidelity: fast``) and the proactive refinement policy, plus how wall time
-grows from 100 to 1,000 to 3,000 vehicles.
+``ivsim bench scale``: the core benchmark on the default scenario's map with a
+fleet, the calibrated fast link (``link.fidelity: fast``) and the proactive
+refinement policy, plus how wall time grows from 100 to 1,000 to 3,000 vehicles.
 
 ``ivsim bench sweep``: the same 8-run sweep (the fleet scenario, analytic link,
 8 seeds) run serially in this process and on a 2-worker Dask ``LocalCluster``,
@@ -72,12 +72,14 @@ def bench_core(
     scenario: str | Path | None = None,
     progress: bool = True,
     overrides: tuple[str, ...] = (),
+    before: tuple[str, ...] = (),
     label: str = "bench core",
 ) -> dict:
     """Run the core benchmark and return its figures.
 
     ``overrides`` (``--set`` strings) are applied after the benchmark's own (``bench scale``
-    uses them for the fast link and the proactive policy).
+    uses them for the fast link and the proactive policy), ``before`` ahead of them (e.g. to
+    give a scenario without one its fleet).
 
     Returns
     -------
@@ -92,6 +94,7 @@ def bench_core(
     sc = load_scenario(
         path,
         overrides=[
+            *before,
             f"duration_s={duration_s}",
             f"traffic.fps={fps}",
             f"fleets.0.count={vehicles}",
@@ -212,6 +215,16 @@ def bench_sweep(
     }
 
 
+SCALE_FLEET = (
+    "vehicles=[]",
+    "fleets=[{id: taxi, count: 1, respawn: true, min_trip_m: 800}]",
+    "radio.measurement_period_s=0.5",
+    "radio.handover.time_to_trigger_s=0.5",
+)
+"""``bench scale``'s world: the default scenario's Lower Manhattan / Brooklyn map, scenes, cells and fast-link
+calibration, with its car replaced by a fleet of taxis on random trips (measured as in ``nyc_fleet.yaml``)."""
+
+
 def bench_scale(
     *,
     vehicles: int = 1000,
@@ -224,6 +237,9 @@ def bench_scale(
 ) -> dict:
     """The scale benchmark: :func:`bench_core` with ``link.fidelity`` and ``refinement.policy`` set, and a scaling curve.
 
+    The world is :data:`SCALE_FLEET` (the default scenario with a fleet: the calibration table of
+    the fast link is the default scenario's).
+
     Returns
     -------
     dict
@@ -232,13 +248,12 @@ def bench_scale(
         (the main run's figures reused for its size).
     """
     extra = (f"link.fidelity={fidelity}", f"refinement.policy={{kind: {policy}}}")
-    main = bench_core(vehicles=vehicles, duration_s=duration_s, fps=fps, progress=progress, overrides=extra,
-                      label=f"bench scale {vehicles}")  # fmt: skip
+    common = {"duration_s": duration_s, "fps": fps, "progress": progress, "overrides": extra,
+              "scenario": REPO_SCENARIOS / "nyc_brooklyn_bridge.yaml", "before": SCALE_FLEET}  # fmt: skip
+    main = bench_core(vehicles=vehicles, label=f"bench scale {vehicles}", **common)
     curve = []
     for n in scaling:
-        r = main if n == vehicles else bench_core(
-            vehicles=n, duration_s=duration_s, fps=fps, progress=progress, overrides=extra, label=f"bench scale {n}"
-        )  # fmt: skip
+        r = main if n == vehicles else bench_core(vehicles=n, label=f"bench scale {n}", **common)
         curve.append({
             "vehicles": n, "wall_s": r["wall_s"], "rows": r["rows"], "rows_per_s": r["rows_per_s"],
             "wall_per_vehicle_ms": round(1000 * r["wall_s"] / n, 2),

@@ -725,7 +725,6 @@ def plot_timeline(
         If ``ax`` holds neither three nor four axes.
     """
     from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     _check_vehicles(df, [vehicle])
     mine = df.loc[df["vehicle"].astype("object") == vehicle]
@@ -757,18 +756,7 @@ def plot_timeline(
     if len(iv):
         t1 = max(t1, float(iv["end_s"].max()))
     span = max(t1 - t0, 1e-9)
-    for row in iv.itertuples(index=False):
-        ax_scene.axvspan(row.start_s, row.end_s, color=colors.get(row.scene, _OTHER_COLOR), lw=0)
-        if row.end_s - row.start_s > 0.09 * span:
-            ax_scene.text((row.start_s + row.end_s) / 2, 0.5, row.scene, ha="center", va="center", fontsize=8.5,
-                          color="white", fontweight="bold")  # fmt: skip
-    ax_scene.set_yticks([])
-    ax_scene.set_ylim(0, 1)
-    ax_scene.set_ylabel("scene", rotation=0, ha="right", va="center")
-    used = list(dict.fromkeys(iv["scene"])) if len(iv) else []
-    if used:
-        ax_scene.legend(handles=[Patch(color=colors.get(s, _OTHER_COLOR), label=s) for s in used],
-                        loc="upper left", bbox_to_anchor=(1.005, 1.15), fontsize=8, frameon=False)  # fmt: skip
+    _draw_scene_bands(ax_scene, iv, colors, span, legend_y=1.15)
 
     # 2) serving base station
     if len(tx):
@@ -836,6 +824,24 @@ def plot_timeline(
 _PSNR_COLOR = "#1a1a1a"
 _NMSE_COLOR = "#ad1457"
 
+
+
+def _draw_scene_bands(ax: Axes, iv: pd.DataFrame, colors: dict, span: float, *, legend_y: float) -> None:
+    """Scene intervals (:func:`_scene_intervals`) as coloured bands, named where wide enough, with a legend."""
+    from matplotlib.patches import Patch
+
+    for row in iv.itertuples(index=False):
+        ax.axvspan(row.start_s, row.end_s, color=colors.get(row.scene, _OTHER_COLOR), lw=0)
+        if row.end_s - row.start_s > 0.09 * span:
+            ax.text((row.start_s + row.end_s) / 2, 0.5, row.scene, ha="center", va="center", fontsize=8.5,
+                          color="white", fontweight="bold")  # fmt: skip
+    ax.set_yticks([])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("scene", rotation=0, ha="right", va="center")
+    used = list(dict.fromkeys(iv["scene"])) if len(iv) else []
+    if used:
+        ax.legend(handles=[Patch(color=colors.get(s, _OTHER_COLOR), label=s) for s in used],
+                        loc="upper left", bbox_to_anchor=(1.005, legend_y), fontsize=8, frameon=False)  # fmt: skip
 
 def _draw_quality(ax: Axes, tx: pd.DataFrame, iv: pd.DataFrame, colors: dict[str, tuple]) -> None:
     """The fourth timeline panel: PSNR per frame on ``ax``, channel NMSE on a twin right axis."""
@@ -1985,18 +1991,7 @@ def plot_refine_timeline(
     span = max(t1 - t0, 1e-9)
 
     # 1) scene bands
-    for row in iv.itertuples(index=False):
-        ax_scene.axvspan(row.start_s, row.end_s, color=colors.get(row.scene, _OTHER_COLOR), lw=0)
-        if row.end_s - row.start_s > 0.09 * span:
-            ax_scene.text((row.start_s + row.end_s) / 2, 0.5, row.scene, ha="center", va="center", fontsize=8.5,
-                          color="white", fontweight="bold")  # fmt: skip
-    ax_scene.set_yticks([])
-    ax_scene.set_ylim(0, 1)
-    ax_scene.set_ylabel("scene", rotation=0, ha="right", va="center")
-    used = list(dict.fromkeys(iv["scene"])) if len(iv) else []
-    if used:
-        ax_scene.legend(handles=[Patch(color=colors.get(s, _OTHER_COLOR), label=s) for s in used],
-                        loc="upper left", bbox_to_anchor=(1.005, 1.3), fontsize=8, frameon=False)  # fmt: skip
+    _draw_scene_bands(ax_scene, iv, colors, span, legend_y=1.3)
 
     # 2) one bar per refinement job
     for y, job in enumerate(jobs.itertuples(index=False)):

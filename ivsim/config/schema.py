@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -631,14 +631,32 @@ DETECTOR_PARAMS: dict[str, frozenset[str]] = {
 """The parameters each built-in detector kind takes beside ``kind``."""
 
 
-class RefinePolicySpec(Model):
+class _KindSpec(Model):
+    """A registry entry chosen by ``kind``, with the parameters of each kind beside it (others: an error)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    _what: ClassVar[str] = ""
+    _params: ClassVar[dict[str, frozenset[str]]] = {}
+
+    @model_validator(mode="after")
+    def _params_belong(self) -> _KindSpec:
+        _kind_params(self, self._what, self._params)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _kind_dump(self, handler, self._params)
+
+
+class RefinePolicySpec(_KindSpec):
     """When a vehicle asks the cloud to refine its channel estimator (``ivsim.refine.policies`` registry).
 
     The parameters beside ``kind`` belong to particular kinds (:data:`POLICY_PARAMS`); a
     ``module:Class`` policy receives any others in ``model_extra``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    _what: ClassVar[str] = "policy"
+    _params: ClassVar[dict[str, frozenset[str]]] = POLICY_PARAMS
 
     kind: Annotated[str, Field(min_length=1), AfterValidator(_policy_kind)] = Field(
         "never",
@@ -665,20 +683,13 @@ class RefinePolicySpec(Model):
     )
     min_steps: int = Field(10, ge=1, le=5000, description="adaptive with fit_steps: the fewest steps K it will ask.")
 
-    @model_validator(mode="after")
-    def _params_belong(self) -> RefinePolicySpec:
-        _kind_params(self, "policy", POLICY_PARAMS)
-        return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: Any) -> dict[str, Any]:
-        return _kind_dump(self, handler, POLICY_PARAMS)
 
 
-class DetectorSpec(Model):
+class DetectorSpec(_KindSpec):
     """How a vehicle learns that a scene change is coming or has happened (``ivsim.refine.detectors`` registry)."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    _what: ClassVar[str] = "detector"
+    _params: ClassVar[dict[str, frozenset[str]]] = DETECTOR_PARAMS
 
     kind: Annotated[str, Field(min_length=1), AfterValidator(_detector_kind)] = Field(
         "route_lookahead",
@@ -710,14 +721,6 @@ class DetectorSpec(Model):
     )
     statistic: Name = Field("pilot_resid_db", description="channel_statistics: the tx column it watches.")
 
-    @model_validator(mode="after")
-    def _params_belong(self) -> DetectorSpec:
-        _kind_params(self, "detector", DETECTOR_PARAMS)
-        return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: Any) -> dict[str, Any]:
-        return _kind_dump(self, handler, DETECTOR_PARAMS)
 
 
 class RefinementSpec(Model):
