@@ -171,6 +171,8 @@ def bench_sweep(
         "name": "bench_sweep",
         "base": str(base),
         "set": {
+            # each run on one core in both passes (no background log writer): the speedup measures the sweep layer
+            "output.combine": "at_close",
             "link.fidelity": "analytic", "duration_s": duration_s, "fleets.0.count": vehicles,
             "fleets.0.respawn": True, "fleets.0.departures": {"kind": "at_start", "t_s": 0, "spread_s": 0},
         },

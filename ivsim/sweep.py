@@ -57,6 +57,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -809,16 +810,18 @@ def _error_text(exc: BaseException) -> str:
 def _write_partition(run_dir: Path, part: Path) -> None:
     import pyarrow.parquet as pq
 
-    from ivsim.sim.eventlog import log_files, read_table
+    from ivsim.sim.eventlog import EVENTS_FILE, log_files, read_table
 
     files = log_files(run_dir)
     if not files:
         msg = f"{run_dir}: the run wrote no event log"
         raise OutputError(msg)
-    table = read_table(files)
     part.parent.mkdir(parents=True, exist_ok=True)
     tmp = part.with_name(part.name + ".tmp")
-    pq.write_table(table, tmp)
+    if files == [run_dir / EVENTS_FILE]:  # a closed log is already one file of the schema: copy its bytes
+        shutil.copyfile(files[0], tmp)
+    else:
+        pq.write_table(read_table(files), tmp)
     os.replace(tmp, part)
 
 

@@ -509,6 +509,13 @@ class OutputSpec(Model):
     root: ScenarioPath | None = Field(None, description="Folder for run directories; default ./runs.")
     flush_rows: int = Field(200_000, ge=1, description="Write a Parquet part after this many rows...")
     flush_interval_s: PositiveFloat = Field(5.0, description="...or after this many wall-clock seconds.")
+    combine: Literal["background", "at_close"] = Field(
+        "background",
+        description=(
+            "How events.parquet is made from the flushed parts: appended on a background thread as the run goes "
+            "(uses a second core when there is one), or in one pass when the run closes (one core)."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- refinement

@@ -52,9 +52,10 @@ is the estimators' difference on that frame.
 
 Sampling (the fast link)
 ------------------------
-For the sent frames of a batch, in ``(vehicle, frame)`` order (as the full link sends
-them), one ``numpy`` generator seeded from the run's link seed and the batch's
-``(vehicle, frame)`` pairs (the full link's discipline) draws two uniforms per frame:
+Each sent frame gets two uniforms that are a hash of the run's link seed and the frame's
+own ``(vehicle, frame)`` pair (:func:`frame_uniforms`, counter-based: the full link's
+discipline of drawing from the frames sent and nothing else, taken down to the single
+frame, and vectorised):
 
 1. ``u_snr`` picks between the two SNR bins around the frame's SINR, the upper one
    with probability equal to the SINR's fractional position between them (linear
@@ -66,7 +67,7 @@ them), one ``numpy`` generator seeded from the run's link seed and the batch's
 The speed bin is the frame's speed's. The picked sample gives all its columns together
 (their correlation is kept). The uniforms do not depend on the estimator states, so
 runs that differ only in their refinement policy draw the same numbers for the same
-batches, a frame decoded by the same state gets the same outcome in both, and a frame
+frames, a frame decoded by the same state gets the same outcome in both, and a frame
 decoded by different states gets the paired calibration samples of one calibration
 frame.
 
@@ -664,16 +665,28 @@ def _codes(column: Any, categories: list[str]) -> np.ndarray:
 # --------------------------------------------------------------------------- the fast link
 
 
-def _batch_generator(seed: int, vehicle: np.ndarray, frame: np.ndarray) -> np.random.Generator:
-    """The batch's generator: from the run's link seed and its sent ``(vehicle, frame)`` pairs, in order.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-    The entropy is laid out as :func:`ivsim.ai.link.stable_seed` lays out its parts
-    (each part's length, then its values), so a batch's draws depend on its frames
-    only, never on what came before it.
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic): a bijective 64-bit hash."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def frame_uniforms(seed: int, vehicle: np.ndarray, frame: np.ndarray, k: int = 2) -> np.ndarray:
+    """``[n, k]`` uniforms in ``[0, 1)``, each row a hash of ``(seed, vehicle, frame)`` only.
+
+    Counter-based: a frame's draws do not depend on which other frames share its batch,
+    on the order they are in, or on anything drawn before (common random numbers across
+    runs that differ in anything but the frames sent).
     """
-    entropy = [int(seed) % 2**64, len(vehicle), *(int(x) % 2**64 for x in vehicle)]
-    entropy += [len(frame), *(int(x) % 2**64 for x in frame)]
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+    with np.errstate(over="ignore"):
+        key = _mix64(np.uint64(int(seed) % 2**64) + _GOLDEN * (np.asarray(vehicle).astype(np.uint64) + np.uint64(1)))
+        key = _mix64(key ^ (_GOLDEN * (np.asarray(frame).astype(np.uint64) + np.uint64(1))))
+        cols = [_mix64(key + _GOLDEN * np.uint64(j + 1)) >> np.uint64(11) for j in range(k)]
+    return np.stack(cols, axis=-1).astype(np.float64) * 2.0**-53
 
 
 class CalibratedLinkEvaluator:
@@ -737,6 +750,9 @@ class CalibratedLinkEvaluator:
             for st in table.states:  # every estimator the run can log: fail now, not mid-run
                 if st.base_scene in scenario.scenes and st.held_scene in scenario.scenes:
                     self._frame_latency(st.estimator)
+        self._state_estimator = np.array([st.estimator for st in table.states], dtype=object)
+        self._state_estimator_scene = np.array([st.estimator_scene for st in table.states], dtype=object)
+        self._latency_memo: dict[int, float] = {}
         self.seed = int(seed) % 2**64
         self.calls = 0
         self.wall_s = 0.0
@@ -751,6 +767,15 @@ class CalibratedLinkEvaluator:
         return self.latency.frame_s(
             self.codec_name, estimator, symbols=self.symbols, realizations=self.realizations, grids=self.n_grids
         )
+
+    def _state_latency(self, state: np.ndarray) -> np.ndarray:
+        """The profile's frame latency of each frame's estimator state (one lookup per distinct state)."""
+        out = np.empty(len(state))
+        for st in np.unique(state).tolist():
+            if st not in self._latency_memo:
+                self._latency_memo[st] = self._frame_latency(self.table.states[st].estimator)
+            out[state == st] = self._latency_memo[st]
+        return out
 
     def register_adapter(self, adapter_id: str, state: int) -> None:
         """Frames whose receiver holds ``adapter_id`` are decoded by table state ``state``."""
@@ -773,25 +798,20 @@ class CalibratedLinkEvaluator:
         frame = np.zeros(n, dtype=np.int64) if batch.frame is None else batch.frame.astype(np.int64)
         vehicle = batch.vehicle.astype(np.int64)
         sent = np.flatnonzero(~outage)
-        sent = sent[np.lexsort((frame[sent], vehicle[sent]))]  # (vehicle, frame) order, as the full link
         held = batch.estimator_scene if batch.estimator_scene is not None else batch.scene
         held = np.where(held < 0, batch.scene, held)
+        state = self._base[held]
         adapters = getattr(batch, "adapter_id", None)
-        adapters = np.full(n, "", dtype=object) if adapters is None else np.where(adapters == None, "", adapters)
-        memo: dict[tuple[int, str], int] = {}
-        state = np.empty(n, dtype=np.int64)
-        for i, key in enumerate(zip(held.tolist(), adapters.tolist(), strict=True)):
-            if key not in memo:
-                memo[key] = self._state_of(int(key[0]), str(key[1]))
-            state[i] = memo[key]
-        states = self.table.states
-        est_names = np.array([states[s].estimator for s in state], dtype=object)
-        est_scenes = np.empty(n, dtype=object)
-        est_scenes[:] = [states[s].estimator_scene for s in state]
+        if adapters is not None:
+            refined = (adapters != "") & (adapters != None)  # noqa: E711 - elementwise on an object array
+            for adapter in set(adapters[refined].tolist()):
+                state[adapters == adapter] = self._state_of(0, str(adapter))
+        est_names = self._state_estimator[state]
+        est_scenes = self._state_estimator_scene[state]
         psnr, ssim, nmse, resid, compute = nan.copy(), nan.copy(), nan.copy(), nan.copy(), nan.copy()
         lost = np.zeros(n, dtype=bool)
         if len(sent):
-            u = _batch_generator(self.seed, vehicle[sent], frame[sent]).random((len(sent), 2))
+            u = frame_uniforms(self.seed, vehicle[sent], frame[sent])
             image = (IMAGE_STRIDE * vehicle[sent] + frame[sent]) % self.table.n_images
             out = self.table.sample(
                 state[sent], self._scene[batch.scene[sent]], batch.sinr_db[sent], batch.speed_mps[sent], image, u
@@ -801,7 +821,7 @@ class CalibratedLinkEvaluator:
             if self.latency is None:
                 compute[sent] = out[:, 5]
             else:
-                compute[sent] = [self._frame_latency(e) for e in est_names[sent]]
+                compute[sent] = self._state_latency(state[sent])
             self.calls += 1
         airtime = np.where(outage, np.nan, self.airtime_hz_s / np.asarray(batch.bandwidth_hz, dtype=float))
         self.wall_s += time.perf_counter() - t0

@@ -172,7 +172,8 @@ class RouteLookaheadDetector(_MapDetector):
             knots_s, knots_t = veh.planned_clock()
             when = t_s + np.interp(s_hit, knots_s, knots_t) - np.interp(s_now, knots_s, knots_t)
         return [
-            Boundary(int(scenes[h]), float(w), float(s - s_now)) for h, w, s in zip(hits, when, s_hit, strict=True)
+            Boundary(sc, w, d)
+            for sc, w, d in zip(scenes[hits].tolist(), when.tolist(), (s_hit - s_now).tolist(), strict=True)
         ]
 
 

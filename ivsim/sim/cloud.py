@@ -256,6 +256,7 @@ class CloudNode:
         """``total_s`` of every finished (not cached) refinement, in finishing order (what adaptive policies learn)."""
         self.serving = 0
         """Jobs holding a GPU now (the dispatcher's own standing request for the next free GPU is not one)."""
+        self._uplink_wait: dict[int, None] = {}  # vehicles holding requests until their uplink is usable
 
     def _enqueue(self, start: Callable[[simpy.Request, int], None], deadline_t_s: float = math.inf) -> simpy.Event:
         """Queue a job's start callback; the dispatcher calls it with a GPU (order: ``cloud.queue``)."""
@@ -474,8 +475,7 @@ class CloudNode:
         if bs < 0:
             return None, 0.0
         link = self.sim.scenario.link
-        sinr, _ = self.sim.radio.sinr_db(np.array([i]), np.array([bs]), uplink=uplink)
-        sinr_db = float(sinr[0])
+        sinr_db = self.sim.radio.sinr_one_db(i, bs, uplink=uplink)
         if not sinr_db >= link.min_sinr_db:
             return sinr_db, 0.0
         rate = shannon_rate_bps(
@@ -492,6 +492,31 @@ class CloudNode:
             link.min_sinr_db, bw, gap_db=link.gap_db, max_spectral_efficiency=link.max_spectral_efficiency
         )
         return float(rate)
+
+    def wait_for_uplink(self, vehicle: int) -> None:
+        """``vehicle`` holds requests until its uplink is usable (see :meth:`uplink_changed`)."""
+        self._uplink_wait[vehicle] = None
+
+    def uplink_changed(self) -> None:
+        """After a radio measurement: release the held requests of every vehicle whose uplink is usable now.
+
+        One vectorised SINR evaluation for all waiting vehicles; a vehicle that is no longer
+        on the road is dropped from the waiting set.
+        """
+        if not self._uplink_wait:
+            return
+        sim = self.sim
+        table = sim.vehicles
+        idx = np.fromiter(self._uplink_wait, dtype=np.int64, count=len(self._uplink_wait))
+        live = table.active[idx] & (table.serving[idx] >= 0)
+        usable = np.zeros(len(idx), dtype=bool)
+        if live.any():
+            sinr, _ = sim.radio.sinr_db(idx[live], table.serving[idx[live]], uplink=True)
+            usable[live] = sinr >= sim.scenario.link.min_sinr_db
+        for i in idx[usable | ~table.active[idx]].tolist():
+            del self._uplink_wait[i]
+        for i in idx[usable].tolist():
+            sim.fleet[i].uplink_usable()
 
     def can_send(self, vehicle: int) -> bool:
         """Whether ``vehicle`` is attached and its uplink is above ``link.min_sinr_db`` now."""

@@ -190,6 +190,7 @@ class Simulation:
             self.run_id,
             flush_rows=scenario.output.flush_rows,
             flush_interval_s=scenario.output.flush_interval_s,
+            background=scenario.output.combine == "background",
         )
         self.vehicles = VehicleTable(len(plans), len(scenario.base_stations))
         self._ids_arr = np.asarray(self._ids, dtype=object)

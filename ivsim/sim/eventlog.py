@@ -7,9 +7,11 @@ the columns its event needs, the rest are null. Rows are buffered in memory per
 :meth:`EventLog.log`) or as whole numpy blocks (:meth:`EventLog.log_many`). A flush
 merges the buffers in ``seq`` order and writes one closed Parquet file
 ``run_dir/parts/part-NNNNN.parquet`` (tmp file + ``os.replace``), so a killed run
-leaves only complete parts. :meth:`EventLog.close` streams the parts into
-``run_dir/events.parquet`` and removes them. :func:`ivsim.results.load_run` reads
-either layout.
+leaves only complete parts. Each flushed table is also appended to
+``run_dir/events.parquet.tmp`` on a background thread (Parquet encoding releases the
+GIL); :meth:`EventLog.close` waits for it, moves it to ``run_dir/events.parquet`` and
+removes the parts (if that file could not be written, it streams the parts into one
+instead). :func:`ivsim.results.load_run` reads either layout.
 
 To add a column, add one entry to :data:`COLUMNS` (a string column becomes
 categorical on load unless it is also listed in ``_FREE_TEXT``) and one line to the
@@ -308,6 +310,11 @@ def _type_error(event: str, column: str, value: Any, typ: pa.DataType) -> TypeEr
 
 def _list_to_arrow(values: list[Any], typ: pa.DataType, event: str, column: str) -> pa.Array:
     """Convert a buffered Python list to an Arrow array of ``typ``, strictly (no silent truncation)."""
+    if typ == _S:  # strings and None only: no type inference needed (anything else raises, then is explained below)
+        try:
+            return pa.array(values, type=_S)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
     try:
         arr = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -364,6 +371,90 @@ def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any
     return value.copy()
 
 
+class _Combiner:
+    """Writes ``events.parquet`` as the run goes: each flushed table is appended on a background thread.
+
+    Parquet encoding releases the GIL, so on a machine with a spare core the combined
+    file costs the simulation almost nothing, and :meth:`EventLog.close` only waits for the
+    last appends and renames the file (no second pass over the parts). Row groups are
+    ``_ROW_GROUP_ROWS`` rows (the last one shorter). Any failure here only disables it:
+    close then streams the parts as before.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivsim-log")
+        self._writer: pq.ParquetWriter | None = None
+        self._pending = _RowGroups()
+        self.error: BaseException | None = None
+
+    def append(self, table: pa.Table) -> None:
+        if self.error is None:
+            self._pool.submit(self._append, table)
+
+    def _append(self, table: pa.Table) -> None:
+        if self.error is not None:
+            return
+        try:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.tmp, SCHEMA, **_WRITE_OPTIONS)
+            self._pending.add(self._writer, table)
+        except BaseException as exc:  # noqa: BLE001 - recorded; close falls back to the parts
+            self.error = exc
+
+    def finish(self) -> Path | None:
+        """Wait for every append, close the file and move it into place; ``None`` if anything failed."""
+        self._pool.submit(self._close)
+        self._pool.shutdown(wait=True)
+        if self.error is not None:
+            logger.warning("event log: writing %s as the run went failed (%s); combining the parts", self.path, self.error)
+            with contextlib.suppress(OSError):
+                self.tmp.unlink(missing_ok=True)
+            return None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def _close(self) -> None:
+        try:
+            if self.error is None:
+                if self._writer is None:
+                    self._writer = pq.ParquetWriter(self.tmp, SCHEMA, **_WRITE_OPTIONS)
+                self._pending.finish(self._writer)
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+        finally:
+            if self._writer is not None:
+                with contextlib.suppress(Exception):
+                    self._writer.close()
+
+
+class _RowGroups:
+    """Cuts a stream of tables into row groups of ``_ROW_GROUP_ROWS`` rows for one writer."""
+
+    def __init__(self) -> None:
+        self._pending: list[pa.Table] = []
+        self._n = 0
+
+    def add(self, writer: pq.ParquetWriter, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._n += table.num_rows
+        if self._n >= _ROW_GROUP_ROWS:
+            whole = pa.concat_tables(self._pending)
+            full = (self._n // _ROW_GROUP_ROWS) * _ROW_GROUP_ROWS
+            for start in range(0, full, _ROW_GROUP_ROWS):
+                writer.write_table(whole.slice(start, _ROW_GROUP_ROWS).combine_chunks(), row_group_size=_ROW_GROUP_ROWS)
+            self._pending = [whole.slice(full).combine_chunks()]
+            self._n -= full
+
+    def finish(self, writer: pq.ParquetWriter) -> None:
+        if self._n:
+            writer.write_table(pa.concat_tables(self._pending).combine_chunks(), row_group_size=_ROW_GROUP_ROWS)
+        self._pending, self._n = [], 0
+
+
 class EventLog:
     """Buffered, append-only event log of one run.
 
@@ -381,6 +472,9 @@ class EventLog:
         (checked every 1,024 single rows and on every :meth:`log_many`).
     clock
         Wall clock used only to decide when to flush; never written to a row.
+    background
+        Append each flushed part to ``events.parquet`` on a background thread as the run
+        goes (``output.combine: background``); ``False``: combine the parts when closing.
 
     Raises
     ------
@@ -404,6 +498,7 @@ class EventLog:
         flush_rows: int = 200_000,
         flush_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         if flush_rows < 1:
             msg = f"flush_rows must be >= 1, got {flush_rows}"
@@ -427,6 +522,7 @@ class EventLog:
         self._parts: list[Path] = []
         self._closed = False
         self._events_path: Path | None = None
+        self._combiner: _Combiner | None = None
         if self.run_dir is not None:
             self._parts_dir = self.run_dir / PARTS_DIR
             if (self.run_dir / EVENTS_FILE).exists() or any(_part_files(self._parts_dir)):
@@ -437,6 +533,7 @@ class EventLog:
             except OSError as exc:
                 msg = f"cannot create {self._parts_dir}: {exc.strerror or exc}"
                 raise OutputError(msg) from None
+            self._combiner = _Combiner(self.run_dir / EVENTS_FILE) if background else None
         self._last_flush = clock()
 
     # ------------------------------------------------------------------ logging
@@ -598,6 +695,8 @@ class EventLog:
                 msg = f"cannot write {path}: {exc.strerror or exc}"
                 raise OutputError(msg) from None
             self._parts.append(path)
+            if self._combiner is not None:
+                self._combiner.append(table)
         for event, n in self._buffered_counts():
             self._flushed_counts[event] = self._flushed_counts.get(event, 0) + n
         self._shapes.clear()
@@ -619,7 +718,7 @@ class EventLog:
             return self._events_path
         self.flush()
         if self.run_dir is not None:
-            self._events_path = self._combine()
+            self._events_path = self._finish_combined()
             self._remove_parts()
         self._mark_closed()
         return self._events_path
@@ -647,7 +746,7 @@ class EventLog:
         if self.run_dir is None:
             return None
         try:
-            self._events_path = self._combine()
+            self._events_path = self._finish_combined()
         except Exception:
             logger.exception("event log %s: could not combine the parts; kept in %s", self.run_id, self._parts_dir)
             return None
@@ -749,28 +848,44 @@ class EventLog:
             for name, value in stored.items():
                 cols[name] = _block_to_arrow(value, m, COLUMNS[name], event, name)
             pieces.append((m, cols))
+        # each column: its pieces' arrays, with one null run for every stretch of pieces without it
+        chunks: dict[str, list[pa.Array]] = {c: [] for c in COLUMNS}
+        filled = dict.fromkeys(COLUMNS, 0)
+        at = 0
+        for m, cols in pieces:
+            for name, arr in cols.items():
+                if filled[name] < at:
+                    chunks[name].append(pa.nulls(at - filled[name], COLUMNS[name]))
+                chunks[name].append(arr)
+                filled[name] = at + m
+            at += m
         # seq values of the buffer are exactly first .. first + n - 1: invert the permutation.
-        seq = np.concatenate([cols["seq"].to_numpy() for _, cols in pieces])
+        seq = np.concatenate([c.to_numpy() for c in chunks["seq"]])
         order = None
         if n > 1 and not (seq[1:] > seq[:-1]).all():
             order = np.empty(n, dtype=np.int64)
             order[seq - first] = np.arange(n, dtype=np.int64)
-        nulls: dict[pa.DataType, pa.Array] = {}
         arrays = []
         for column, typ in COLUMNS.items():
             if column == "run_id":
                 arrays.append(pa.repeat(pa.scalar(self.run_id, _S), n))
-                continue
-            if not any(column in cols for _, cols in pieces):
-                if typ not in nulls:
-                    nulls[typ] = pa.nulls(n, typ)
-                arrays.append(nulls[typ])
-                continue
-            chunked = pa.chunked_array([cols.get(column, pa.nulls(m, typ)) for m, cols in pieces], typ)
-            if order is not None:
-                chunked = chunked.take(order)
-            arrays.append(chunked.combine_chunks())
+            elif not chunks[column]:
+                arrays.append(pa.nulls(n, typ))
+            else:
+                if filled[column] < n:
+                    chunks[column].append(pa.nulls(n - filled[column], typ))
+                arr = pa.chunked_array(chunks[column], typ).combine_chunks()
+                arrays.append(arr if order is None else arr.take(order))
         return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+    def _finish_combined(self) -> Path:
+        """``events.parquet``: the one written as the run went, else the parts streamed into one now."""
+        combiner, self._combiner = self._combiner, None
+        if combiner is not None:
+            path = combiner.finish()
+            if path is not None:
+                return path
+        return self._combine()
 
     def _combine(self) -> Path:
         """Stream the parts into ``events.parquet`` in fixed-size row groups; return its path."""
@@ -779,22 +894,10 @@ class EventLog:
         tmp = path.with_name(path.name + ".tmp")
         try:
             with pq.ParquetWriter(tmp, SCHEMA, **_WRITE_OPTIONS) as writer:
-                pending: list[pa.Table] = []
-                n_pending = 0
+                groups = _RowGroups()
                 for part in self._parts:
-                    table = pq.ParquetFile(part).read()
-                    pending.append(table)
-                    n_pending += table.num_rows
-                    if n_pending >= _ROW_GROUP_ROWS:
-                        table = pa.concat_tables(pending)
-                        full = (n_pending // _ROW_GROUP_ROWS) * _ROW_GROUP_ROWS
-                        for start in range(0, full, _ROW_GROUP_ROWS):
-                            chunk = table.slice(start, _ROW_GROUP_ROWS).combine_chunks()
-                            writer.write_table(chunk, row_group_size=_ROW_GROUP_ROWS)
-                        pending = [table.slice(full).combine_chunks()]
-                        n_pending -= full
-                if n_pending:
-                    writer.write_table(pa.concat_tables(pending).combine_chunks(), row_group_size=_ROW_GROUP_ROWS)
+                    groups.add(writer, pq.ParquetFile(part).read())
+                groups.finish(writer)
             os.replace(tmp, path)
         except OSError as exc:
             msg = f"cannot write {path}: {exc.strerror or exc}"

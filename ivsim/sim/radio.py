@@ -23,12 +23,15 @@ Model
   the interference of the vehicles that other cells serve. Noise kTB + NF
   (the vehicle's NF on the downlink, the base station's on the uplink).
 - ``load_c`` is the share of BS c's time-frequency resource used over the last
-  measurement period (``radio.interference_load: auto``) or a fixed number.
+  measurement period (``radio.interference_load: auto``) or a fixed number. The
+  uplink interference at each cell is evaluated at each measurement and held until
+  the next (as the loads are).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -118,6 +121,7 @@ class RadioNetwork:
         self.resource_s = np.zeros(self.n_bs)  # resource-seconds used since the last load update
         self._load_t_s = 0.0
         self.handovers = 0
+        self._ul_interf: np.ndarray | None = None  # uplink interference per BS, as of the last measurement
 
     # ------------------------------------------------------------------ measurement
 
@@ -200,21 +204,45 @@ class RadioNetwork:
             interf = p_other.sum(axis=1)
         return lin_to_db(signal / (noise + interf)), lin_to_db(signal / noise)
 
+    def sinr_one_db(self, i: int, bs: int, *, uplink: bool) -> float:
+        """:meth:`sinr_db`'s SINR for one vehicle ``i`` served by ``bs``, in scalar arithmetic (requests, budgets)."""
+        gain = self.gain_db[i]
+        own = 10.0 ** (float(gain[bs]) / 10.0)
+        load = self.interference_load()
+        bw_db = 10.0 * math.log10(float(self.bandwidth_hz[bs]))
+        if uplink:
+            signal = 10.0 ** (self.sim.scenario.radio.ue_tx_power_dbm / 10.0) * own
+            noise = 10.0 ** ((_KT_DBM_PER_HZ + bw_db + float(self.bs_nf_db[bs])) / 10.0)
+            interf = float(self._uplink_interference(load)[bs])
+        else:
+            signal = 10.0 ** (float(self.tx_power_dbm[bs]) / 10.0) * own
+            noise = 10.0 ** ((_KT_DBM_PER_HZ + bw_db + self.spec.ue_noise_figure_db) / 10.0)
+            interf = float((db_to_lin(self.tx_power_dbm) * db_to_lin(gain) * load * self.same_carrier[bs]).sum())
+        ratio = signal / (noise + interf)
+        return 10.0 * math.log10(ratio) if ratio > 0 else -math.inf
+
     def _uplink_interference(self, load: np.ndarray) -> np.ndarray:
-        """Mean interference (mW) at each BS from the vehicles the other cells serve."""
+        """Mean interference (mW) at each BS from the vehicles the other cells serve.
+
+        Evaluated once per measurement period (after the measurement and its handovers) and
+        held until the next, like the loads: a vehicle that departs or arrives in between
+        changes it at the next measurement.
+        """
+        if self._ul_interf is not None:
+            return self._ul_interf
         veh = self.sim.vehicles
         idx = np.flatnonzero(veh.active & (veh.serving >= 0))
         out = np.zeros(self.n_bs)
-        if len(idx) == 0:
-            return out
-        p_ue = db_to_lin(self.sim.scenario.radio.ue_tx_power_dbm)
-        rx = p_ue * db_to_lin(self.gain_db[idx])  # (n, B): vehicle u received at BS b
-        serving = veh.serving[idx]
-        for c in range(self.n_bs):
-            members = serving == c
-            if load[c] <= 0 or not members.any():
-                continue
-            out += np.where(self.same_carrier[:, c], load[c] * rx[members].mean(axis=0), 0.0)
+        if len(idx):
+            p_ue = db_to_lin(self.sim.scenario.radio.ue_tx_power_dbm)
+            rx = p_ue * db_to_lin(self.gain_db[idx])  # (n, B): vehicle u received at BS b
+            serving = veh.serving[idx]
+            members = serving[:, None] == np.arange(self.n_bs)[None, :]  # (n, C)
+            count = members.sum(axis=0)
+            mean = (members.T.astype(float) @ rx) / np.maximum(count, 1)[:, None]  # (C, B): cell c's vehicles at b
+            weight = np.where((load > 0) & (count > 0), load, 0.0)  # (C,)
+            out = (self.same_carrier * weight[None, :] * mean.T).sum(axis=1)
+        self._ul_interf = out
         return out
 
     def add_resource(self, resource_s: np.ndarray) -> None:
@@ -243,6 +271,7 @@ class RadioNetwork:
             if len(idx) == 0:
                 continue
             self.measure(idx, now)
+            self._ul_interf = None  # measured with the new gains, loads and (below) associations
             prev = self.rsrp_l3_dbm[idx]
             raw = self.rsrp_dbm[idx]
             rsrp = np.where(np.isnan(prev), raw, (1.0 - self._l3_a) * prev + self._l3_a * raw)
@@ -262,6 +291,7 @@ class RadioNetwork:
                 fire = cond
             if fire.any():
                 self._handover(idx[fire], serving[fire], best[fire], now)
+            self.sim.cloud.uplink_changed()  # requests held back by an uplink outage may go now
 
     def _handover(self, idx: np.ndarray, src: np.ndarray, dst: np.ndarray, t_s: float) -> None:
         veh = self.sim.vehicles

@@ -19,7 +19,7 @@ frames of all its vehicles at each frame instant (see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["Vehicle"]
 
 logger = logging.getLogger(__name__)
-
-_RETRY_S = 1.0  # a request that cannot be sent (uplink outage) is tried again after this
 
 
 @dataclass
@@ -80,6 +78,8 @@ class Vehicle:
     """Estimators on board: scene -> ``(adapter_id, version)`` (``""``, 0 = the base weights)."""
     planned: dict[int, float] = field(default_factory=dict)
     """Scenes with a request planned for later: scene -> when it is to be sent."""
+    waiting: dict[int, tuple[Plan, int]] = field(default_factory=dict)
+    """Requests an uplink outage holds back: scene -> ``(plan, trip)``; sent when the radio finds the uplink usable."""
     last_change_s: float = float("nan")
     """When the vehicle last changed scene (not counting departures)."""
     last_alarm_s: float = float("nan")
@@ -159,7 +159,7 @@ class Vehicle:
         spec = sim.scenario.refinement
         pending = set(sim.cloud.refinements_in_flight(i))
         if reason != "update":
-            pending |= set(self.planned)
+            pending |= set(self.planned) | set(self.waiting)
         decision = Decision(
             sim=sim, vehicle=i, t_s=now, reason=reason, scene=scene, boundaries=boundaries,
             covered=frozenset(self.onboard), pending=frozenset(pending), samples=spec.samples, steps=spec.steps,
@@ -173,21 +173,43 @@ class Vehicle:
 
     def _plan(self, plan: Plan) -> None:
         """Send ``plan`` at its start time (replacing an earlier plan for the same scene)."""
+        self.waiting.pop(plan.target_scene, None)
         if self.planned.get(plan.target_scene) != plan.start_t_s:
             self.planned[plan.target_scene] = plan.start_t_s
             self.sim.process(self._send_later(plan, self.trip))
 
     def _send(self, plan: Plan) -> None:
-        """Send the request of ``plan`` now; in uplink outage (no way to send it), try again every second."""
+        """Send the request of ``plan`` now; in uplink outage (no way to send it), hold it until the uplink is usable.
+
+        A held request waits for the radio network: at each measurement it checks, in one
+        step for every vehicle holding requests, whether the uplink is usable again
+        (:meth:`~ivsim.sim.cloud.CloudNode.uplink_changed`), and then :meth:`uplink_usable` sends it.
+        """
         sim = self.sim
         if not sim.cloud.can_send(self.index):
-            self._plan(replace(plan, start_t_s=sim.env.now + _RETRY_S))
+            self.waiting[plan.target_scene] = (plan, self.trip)
+            sim.cloud.wait_for_uplink(self.index)
             return
+        self.waiting.pop(plan.target_scene, None)
         sim.cloud.request_refinement(
             self.index, plan.target_scene, policy=sim.refine_policy.kind, deadline_t_s=plan.deadline_t_s,
             samples=plan.samples, steps=plan.steps,
             arrival_t_s=self.arrival_t_s(plan.target_scene, sim.env.now),
         )  # fmt: skip
+
+    def _still_wanted(self, plan: Plan, trip: int) -> bool:
+        """Whether a request planned or held on ``trip`` is still to be sent now."""
+        i = self.index
+        if self.trip != trip or not self.sim.vehicles.active[i] or plan.target_scene in self.onboard:
+            return False
+        return plan.target_scene not in self.sim.cloud.refinements_in_flight(i)
+
+    def uplink_usable(self) -> None:
+        """The radio found this vehicle's uplink usable: send the requests an outage held back."""
+        waiting, self.waiting = self.waiting, {}
+        for plan, trip in waiting.values():
+            if self._still_wanted(plan, trip):
+                self._send(plan)
 
     def _send_later(self, plan: Plan, trip: int) -> Generator[simpy.Event, None, None]:
         env = self.sim.env
@@ -195,12 +217,8 @@ class Vehicle:
         if self.planned.get(plan.target_scene) != plan.start_t_s:
             return  # replaced by a newer plan
         del self.planned[plan.target_scene]
-        i = self.index
-        if self.trip != trip or not self.sim.vehicles.active[i] or plan.target_scene in self.onboard:
-            return
-        if plan.target_scene in self.sim.cloud.refinements_in_flight(i):
-            return
-        self._send(plan)
+        if self._still_wanted(plan, trip):
+            self._send(plan)
 
     def _ticks(self, every_s: float, trip: int, reason: str) -> Generator[simpy.Event, None, None]:
         """Decide every ``every_s`` while this trip lasts (``tick``: the policy polls; ``update``: new predictions)."""
@@ -301,6 +319,7 @@ class Vehicle:
         i = self.index
         vid = self.vehicle_id
         table.start_trip(i, route)
+        self.waiting.clear()  # requests of the last trip held back by an outage are void
         stretches = self._stretches(route)
         self.route, self.trip, self._clock = route, trip, None
         durations = np.array([(b - a) / v for a, b, v, _ in stretches])

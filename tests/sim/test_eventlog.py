@@ -412,6 +412,31 @@ def test_abort_combines_what_it_can(tmp_path: Path) -> None:
     assert load_run(run_dir)["trip"].tolist() == list(range(6))
 
 
+def test_events_file_is_written_as_the_run_goes_and_the_parts_are_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background writer's file equals the parts combined; if it fails, close combines the parts."""
+    from ivsim.sim import eventlog
+
+    def run(name: str) -> pd.DataFrame:
+        log = EventLog(tmp_path / name, "r", flush_rows=4)
+        for i in range(10):
+            log.log("a", float(i), "x", trip=i)
+            log.log_many("b", float(i), np.array(["u", "v"], dtype=object), trip=np.array([i, -i]))
+        log.close()
+        assert not (tmp_path / name / "events.parquet.tmp").exists()
+        return load_run(tmp_path / name)
+
+    good = run("good")
+    assert good["seq"].tolist() == list(range(30))
+
+    def broken(self: Any, table: Any) -> None:
+        self.error = OSError("disk full")
+
+    monkeypatch.setattr(eventlog._Combiner, "_append", broken)
+    pd.testing.assert_frame_equal(run("fallback"), good)
+
+
 def test_context_manager_closes(tmp_path: Path) -> None:
     with EventLog(tmp_path / "run", "r") as log:
         log.log("a", 0.0, "x")

@@ -474,3 +474,20 @@ def test_l3_filter_delays_the_handover_and_reports_the_filtered_rsrp(line_roadma
     for value in m[1:][t[1:] <= float(ho.loc[0, "t_s"]) + 1e-9]:
         f = 0.75 * f + 0.25 * value
     assert float(ho.loc[0, "rsrp_dbm"]) == pytest.approx(f, abs=1e-9)
+
+
+@pytest.mark.parametrize("uplink", [False, True])
+def test_the_scalar_sinr_of_one_vehicle_is_the_vectorised_one(line_roadmap: RoadMap, uplink: bool) -> None:
+    changes = {
+        "duration_s": 30,
+        "base_stations": TWO_CELLS,
+        "vehicles": [car("west", 0, 20), car("east", 20, 0), car("east2", 19, 0)],
+        "radio": {"interference_load": 0.5},
+    }
+    sim = Simulation(make_scenario(changes), roadmap=line_roadmap)
+    sim._start()
+    sim.env.run(until=3.05)
+    for i in range(3):
+        for bs in range(2):
+            want = float(sim.radio.sinr_db(np.array([i]), np.array([bs]), uplink=uplink)[0][0])
+            assert sim.radio.sinr_one_db(i, bs, uplink=uplink) == pytest.approx(want, abs=1e-9)

@@ -47,6 +47,7 @@ def refine_sim(
     refinement: dict[str, Any] | None = None,
     cloud: dict[str, Any] | None = None,
     link: dict[str, Any] | None = None,
+    radio: dict[str, Any] | None = None,
     duration_s: float = 30.0,
     **kw: Any,
 ) -> Simulation:
@@ -55,7 +56,7 @@ def refine_sim(
         "traffic": {"fps": 1},
         "base_stations": bss,
         "vehicles": cars,
-        "radio": {"interference_load": 0.0},
+        "radio": {"interference_load": 0.0, **(radio or {})},
         # queueing is what these tests study: every job computes its own adapter (see test_policies for coalescing)
         "cloud": {"gpus": 1, "backhaul": {"rate_bps": 1e9, "latency_s": 0.005}, "coalesce": False, **(cloud or {})},
         "refinement": {"steps": K, "lora_rank": 4, "assumed": ASSUMED, **(refinement or {})},
@@ -432,3 +433,40 @@ def test_refinement_is_off_unless_a_scenario_asks() -> None:
     assert (spec.request_bytes, spec.latency, spec.latency_profile, spec.assumed, spec.cache_dir) == (
         512, "profile", "cpu", None, None,
     )  # fmt: skip
+
+
+def test_a_request_held_by_an_uplink_outage_goes_at_the_first_measurement_with_a_usable_uplink(
+    line_roadmap: RoadMap,
+) -> None:
+    """The car drives towards its only cell; asked at 1 s in uplink outage, it sends once the uplink is usable."""
+    from ivsim.refine.policies import Plan
+
+    bss = [bs_at("a", 2000.0, 15.0)]
+    radio = {"measurement_period_s": 0.5}
+    probe = refine_sim(line_roadmap, [car("c", 0, 20)], bss, radio=radio, duration_s=120.0)
+    probe._start()
+    instants = np.arange(0.5, 120.0, 0.5)
+    sinr = []
+    for t in instants:  # the uplink SINR the radio finds at each measurement
+        probe.env.run(until=t + 1e-6)
+        sinr.append(float(probe.radio.sinr_db(np.array([0]), np.array([0]), uplink=True)[0][0]))
+    sinr = np.array(sinr)
+    threshold = float(sinr[1] + sinr[-1]) / 2  # outage at 1 s, usable before the end
+    expected = float(instants[(instants >= 1.0) & (sinr >= threshold)][0])
+    assert expected > 2.0
+
+    sim = refine_sim(
+        line_roadmap, [car("c", 0, 20)], bss, radio=radio, duration_s=120.0, link={"min_sinr_db": threshold}
+    )
+    bridge = sim.scene_names.index("bridge")
+
+    def ask() -> Any:
+        yield sim.env.timeout(1.0)
+        sim.fleet[0]._send(Plan(bridge, 1.0, 100.0, 16, K))
+        assert sim.fleet[0].waiting and not sim.cloud.can_send(0)
+
+    sim.process(ask())
+    sim.run()
+    (req,) = rows(sim, "refine_request").itertuples()
+    assert req.t_s == pytest.approx(expected) and req.sinr_db >= threshold
+    assert not sim.fleet[0].waiting
