@@ -8,12 +8,17 @@ Financial District to Downtown Brooklyn (`--case fleet`) once per policy with `l
 and the real refinements; adapters cached in DIR/adapters) and once with `link.fidelity: fast` (sampling
 models/abstraction/nyc_brooklyn_bridge.parquet), all with the scenario's seed, and prints, per policy, the mean PSNR
 of all frames, of the frames on the bridge and of those in Brooklyn (full / fast and the difference), the NMSE, and
-whether the policy rankings agree. `--reuse-full DIR` takes the full runs from DIR/full_<policy> when they exist
+whether the policy rankings agree: exactly, and pair by pair with paired per-frame differences (a pair is
+ordered when its mean PSNR difference is more than two standard errors from 0, else tied; "reversed" lists the
+pairs that one mode orders one way and the other the other way). `--reuse-full DIR` takes the full runs from DIR/full_<policy> when they exist
 (a full run takes minutes on a CPU). Copy and edit.
 """
 
 import argparse
+import itertools
 from pathlib import Path
+
+import numpy as np
 
 import ivsim
 from ivsim.results import compare_runs, load_runs
@@ -48,10 +53,29 @@ for policy in args.policies.split(","):
             ivsim.run_scenario("scenarios/nyc_brooklyn_bridge.yaml", run_dir=run_dir, force=True, overrides=sets)
         dirs[mode].append(run_dir)
 
+frames = {mode: load_runs(d) for mode, d in dirs.items()}
 tables = {
-    label: {mode: compare_runs(load_runs(d), scene=scene).set_index("policy") for mode, d in dirs.items()}
+    label: {mode: compare_runs(frames[mode], scene=scene).set_index("policy") for mode in dirs}
     for label, scene in SCENES.items()
 }
+
+
+def paired_order(runs: list, scene: str | None) -> dict[tuple[str, str], str]:
+    """For each pair of policies: '>' / '<' if the mean of their per-frame PSNR differences is more than twice
+    its standard error from 0 (frames paired by vehicle and frame: the runs share channels, noise and draws),
+    else '~' (the link cannot tell them apart on these frames)."""
+    psnr = {}
+    for df in runs:
+        tx = df[(df.event == "tx") & df.psnr_db.notna()]
+        if scene is not None:
+            tx = tx[tx.scene == scene]
+        psnr[str(df.attrs["run_info"]["policy"])] = tx.set_index(["vehicle", "frame"]).psnr_db
+    order = {}
+    for a, b in itertools.combinations(psnr, 2):
+        d = (psnr[a] - psnr[b]).dropna()
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf
+        order[(a, b)] = ">" if d.mean() > 2 * se else "<" if d.mean() < -2 * se else "~"
+    return order
 print(f"case {args.case}: mean PSNR (dB) full / fast (fast - full); NMSE (dB) full / fast\n")
 print("| policy | " + " | ".join(f"PSNR {k}" for k in SCENES) + " | NMSE all frames |")
 print("|---|" + "---|" * (len(SCENES) + 1))
@@ -63,6 +87,10 @@ for policy in tables["all frames"]["full"].index:
     a, b = (tables["all frames"][m].loc[policy, "nmse_mean_db"] for m in ("full", "fast"))
     print(f"| {policy} | " + " | ".join(cells) + f" | {a:.2f} / {b:.2f} |")
 print()
-for label in SCENES:
+for label, scene in SCENES.items():
     ranks = {m: " > ".join(t.psnr_mean.sort_values(ascending=False).index) for m, t in tables[label].items()}
     print(f"{label}: PSNR ranking full {ranks['full']}; fast {ranks['fast']}; same: {ranks['full'] == ranks['fast']}")
+    full, fast = paired_order(frames["full"], scene), paired_order(frames["fast"], scene)
+    pairs = [f"{a} {full[a, b]}/{fast[a, b]} {b}" for a, b in full]
+    reversed_ = [p for p, (x, y) in zip(pairs, ((full[k], fast[k]) for k in full), strict=True) if {x, y} == {"<", ">"}]
+    print(f"  paired (full/fast): {'; '.join(pairs)}; reversed: {', '.join(reversed_) or 'none'}")

@@ -7,11 +7,13 @@ the columns its event needs, the rest are null. Rows are buffered in memory per
 :meth:`EventLog.log`) or as whole numpy blocks (:meth:`EventLog.log_many`). A flush
 merges the buffers in ``seq`` order and writes one closed Parquet file
 ``run_dir/parts/part-NNNNN.parquet`` (tmp file + ``os.replace``), so a killed run
-leaves only complete parts. Each flushed table is also appended to
-``run_dir/events.parquet.tmp`` on a background thread (Parquet encoding releases the
-GIL); :meth:`EventLog.close` waits for it, moves it to ``run_dir/events.parquet`` and
-removes the parts (if that file could not be written, it streams the parts into one
-instead). :func:`ivsim.results.load_run` reads either layout.
+leaves only complete parts. With a background writer (the default; ``output.combine:
+background``) the automatic flushes hand their table to a writer thread (Parquet encoding
+releases the GIL), which writes the part and appends the table to
+``run_dir/events.parquet.tmp``; :meth:`EventLog.close` waits for it, moves that file to
+``run_dir/events.parquet`` and removes the parts (if the file could not be written, it
+streams the parts into one instead). An explicit :meth:`EventLog.flush` writes at once.
+:func:`ivsim.results.load_run` reads either layout.
 
 To add a column, add one entry to :data:`COLUMNS` (a string column becomes
 categorical on load unless it is also listed in ``_FREE_TEXT``) and one line to the
@@ -130,6 +132,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -371,14 +374,28 @@ def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any
     return value.copy()
 
 
-class _Combiner:
-    """Writes ``events.parquet`` as the run goes: each flushed table is appended on a background thread.
+def _write_part(table: pa.Table, path: Path) -> None:
+    """Write one closed part file (tmp file + ``os.replace``); :class:`OutputError` if it cannot be written."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS, **_PART_WRITE_OPTIONS)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        msg = f"cannot write {path}: {exc.strerror or exc}"
+        raise OutputError(msg) from None
 
-    Parquet encoding releases the GIL, so on a machine with a spare core the combined
-    file costs the simulation almost nothing, and :meth:`EventLog.close` only waits for the
-    last appends and renames the file (no second pass over the parts). Row groups are
-    ``_ROW_GROUP_ROWS`` rows (the last one shorter). Any failure here only disables it:
-    close then streams the parts as before.
+
+class _Background:
+    """The log's writer thread: part files of automatic flushes, and ``events.parquet`` as the run goes.
+
+    Parquet encoding releases the GIL, so on a machine with a spare core writing costs the
+    simulation little: an automatic flush hands its table to this thread, which writes the
+    part and appends the table to ``events.parquet.tmp`` (row groups of ``_ROW_GROUP_ROWS``
+    rows), in order; :meth:`EventLog.close` waits for it and renames the file (no second
+    pass over the parts). A part that cannot be written disables the combined file (close
+    then streams the parts) and is written again by the log's next flush.
     """
 
     def __init__(self, path: Path) -> None:
@@ -391,9 +408,22 @@ class _Combiner:
         self._pending = _RowGroups()
         self.error: BaseException | None = None
 
+    def write_part(self, table: pa.Table, path: Path) -> Future:
+        """Write ``table`` as part ``path``, then append it to the combined file (returns the task)."""
+        return self._pool.submit(self._write_part, table, path)
+
     def append(self, table: pa.Table) -> None:
+        """Append an already written part's ``table`` to the combined file."""
         if self.error is None:
             self._pool.submit(self._append, table)
+
+    def _write_part(self, table: pa.Table, path: Path) -> None:
+        try:
+            _write_part(table, path)
+        except BaseException as exc:
+            self.error = exc  # the combined file would miss these rows
+            raise
+        self._append(table)
 
     def _append(self, table: pa.Table) -> None:
         if self.error is not None:
@@ -406,7 +436,7 @@ class _Combiner:
             self.error = exc
 
     def finish(self) -> Path | None:
-        """Wait for every append, close the file and move it into place; ``None`` if anything failed."""
+        """Wait for every task, close the file and move it into place; ``None`` if anything failed."""
         self._pool.submit(self._close)
         self._pool.shutdown(wait=True)
         if self.error is not None:
@@ -522,7 +552,8 @@ class EventLog:
         self._parts: list[Path] = []
         self._closed = False
         self._events_path: Path | None = None
-        self._combiner: _Combiner | None = None
+        self._background: _Background | None = None
+        self._in_flight: list[tuple[Path, pa.Table, Future]] = []  # parts being written in the background
         if self.run_dir is not None:
             self._parts_dir = self.run_dir / PARTS_DIR
             if (self.run_dir / EVENTS_FILE).exists() or any(_part_files(self._parts_dir)):
@@ -533,7 +564,7 @@ class EventLog:
             except OSError as exc:
                 msg = f"cannot create {self._parts_dir}: {exc.strerror or exc}"
                 raise OutputError(msg) from None
-            self._combiner = _Combiner(self.run_dir / EVENTS_FILE) if background else None
+            self._background = _Background(self.run_dir / EVENTS_FILE) if background else None
         self._last_flush = clock()
 
     # ------------------------------------------------------------------ logging
@@ -660,7 +691,7 @@ class EventLog:
     # ------------------------------------------------------------------ flushing
 
     def flush(self) -> Path | None:
-        """Write the buffered rows as the next part file.
+        """Write the buffered rows as the next part file, now (and wait for parts being written in the background).
 
         Returns
         -------
@@ -673,9 +704,14 @@ class EventLog:
         TypeError
             If a buffered value does not fit its column; the buffer is kept.
         OutputError
-            If the part cannot be written; the buffer is kept.
+            If the part (or an earlier one written in the background) cannot be written; the rows are kept.
         """
+        return self._flush(wait=True)
+
+    def _flush(self, *, wait: bool) -> Path | None:
+        """Flush; ``wait=False`` (automatic flushes) hands the part to the background writer when there is one."""
         self._last_flush = self._clock()
+        self._settle(wait=wait)
         if self._seq == self._flushed_seq:
             self._reset_countdown()
             return None
@@ -685,18 +721,13 @@ class EventLog:
             self._tables.append(table)
         else:
             path = self._parts_dir / f"part-{len(self._parts):05d}.parquet"
-            tmp = path.with_name(path.name + ".tmp")
-            try:
-                pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS, **_PART_WRITE_OPTIONS)
-                os.replace(tmp, path)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink(missing_ok=True)
-                msg = f"cannot write {path}: {exc.strerror or exc}"
-                raise OutputError(msg) from None
+            if wait or self._background is None:
+                _write_part(table, path)
+                if self._background is not None:
+                    self._background.append(table)
+            else:
+                self._in_flight.append((path, table, self._background.write_part(table, path)))
             self._parts.append(path)
-            if self._combiner is not None:
-                self._combiner.append(table)
         for event, n in self._buffered_counts():
             self._flushed_counts[event] = self._flushed_counts.get(event, 0) + n
         self._shapes.clear()
@@ -705,6 +736,32 @@ class EventLog:
         self._reset_countdown()
         logger.debug("event log %s: flushed %d rows", self.run_id, table.num_rows)
         return path
+
+    def sync(self) -> None:
+        """Wait until every flushed part is on disk (parts of automatic flushes are written in the background).
+
+        Raises
+        ------
+        OutputError
+            A part cannot be written (its rows are kept for the next try).
+        """
+        self._settle(wait=True)
+
+    def _settle(self, *, wait: bool) -> None:
+        """Collect the background part writes that are done (all, if ``wait``); write a failed one again here.
+
+        Raises
+        ------
+        OutputError
+            A part that failed in the background cannot be written now either (it stays pending).
+        """
+        while self._in_flight:
+            path, table, task = self._in_flight[0]
+            if not wait and not task.done():
+                return
+            if task.exception() is not None:
+                _write_part(table, path)  # raises: the part stays first in line for the next try
+            self._in_flight.pop(0)
 
     def close(self) -> Path | None:
         """Flush, combine the parts into ``events.parquet`` and delete them. Idempotent.
@@ -761,6 +818,7 @@ class EventLog:
         if self._events_path is not None:
             tables = [read_table([self._events_path])]
         elif self.run_dir is not None:
+            self._settle(wait=True)
             tables = [read_table(self._parts)]
         else:
             tables = list(self._tables)
@@ -809,7 +867,7 @@ class EventLog:
     def _maybe_flush(self) -> None:
         buffered = self._seq - self._flushed_seq
         if buffered >= self.flush_rows or self._clock() - self._last_flush >= self.flush_interval_s:
-            self.flush()
+            self._flush(wait=False)
         else:
             self._reset_countdown()
 
@@ -880,9 +938,9 @@ class EventLog:
 
     def _finish_combined(self) -> Path:
         """``events.parquet``: the one written as the run went, else the parts streamed into one now."""
-        combiner, self._combiner = self._combiner, None
-        if combiner is not None:
-            path = combiner.finish()
+        background, self._background = self._background, None
+        if background is not None:
+            path = background.finish()
             if path is not None:
                 return path
         return self._combine()

@@ -110,6 +110,7 @@ def test_round_trip_mixed_rows_several_parts(tmp_path: Path) -> None:
 
     assert log.rows == 9
     assert log.counts == {"vehicle_depart": 2, "handover": 1, "tx": 4, "job_queued": 1, "note": 1}
+    log.sync()
     assert len(part_files(run_dir)) >= 2
     path = log.close()
     assert path == run_dir / "events.parquet"
@@ -326,24 +327,28 @@ def test_int_array_into_float_column() -> None:
 # ---------------------------------------------------------------------- flushing
 
 
-def test_flush_on_row_count(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True])
+def test_flush_on_row_count(tmp_path: Path, background: bool) -> None:
     run_dir = tmp_path / "run"
-    log = EventLog(run_dir, "r", flush_rows=5, clock=FakeClock())
+    log = EventLog(run_dir, "r", flush_rows=5, clock=FakeClock(), background=background)
     for i in range(4):
         log.log("a", float(i), "x")
     assert part_files(run_dir) == []
     log.log("a", 4.0, "x")
+    log.sync()
     assert len(part_files(run_dir)) == 1
     log.log_many("a", 5.0, ["x"] * 12)
+    log.sync()
     assert len(part_files(run_dir)) == 2  # a block is never split
     assert pq.read_table(part_files(run_dir)[1]).num_rows == 12
     log.close()
 
 
-def test_flush_on_wall_clock(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True])
+def test_flush_on_wall_clock(tmp_path: Path, background: bool) -> None:
     run_dir = tmp_path / "run"
     clock = FakeClock()
-    log = EventLog(run_dir, "r", flush_rows=1_000_000, flush_interval_s=5.0, clock=clock)
+    log = EventLog(run_dir, "r", flush_rows=1_000_000, flush_interval_s=5.0, clock=clock, background=background)
     for i in range(10):
         log.log("a", float(i), "x")
     clock.now = 4.9
@@ -353,9 +358,11 @@ def test_flush_on_wall_clock(tmp_path: Path) -> None:
     clock.now = 6.0
     for i in range(1100):  # the clock is looked at within every 1,024 rows
         log.log("a", 10.0, "x")
+    log.sync()
     assert len(part_files(run_dir)) == 1
     clock.now = 12.0
     log.log_many("a", 11.0, ["x", "y"])  # every log_many looks at the clock
+    log.sync()
     assert len(part_files(run_dir)) == 2
     assert pq.read_table(part_files(run_dir)[1]).num_rows < 1100
     log.close()
@@ -433,8 +440,38 @@ def test_events_file_is_written_as_the_run_goes_and_the_parts_are_the_fallback(
     def broken(self: Any, table: Any) -> None:
         self.error = OSError("disk full")
 
-    monkeypatch.setattr(eventlog._Combiner, "_append", broken)
+    monkeypatch.setattr(eventlog._Background, "_append", broken)
     pd.testing.assert_frame_equal(run("fallback"), good)
+
+
+def test_a_part_the_background_writer_could_not_write_is_written_by_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Automatic flushes write in the background; a failed part is retried by the next flush; no row is lost."""
+    from ivsim.sim import eventlog
+
+    real = eventlog.pq.write_table
+    calls = {"n": 0}
+
+    def flaky(table: Any, where: Any, **kw: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(28, "No space left on device")
+        real(table, where, **kw)
+
+    monkeypatch.setattr(eventlog.pq, "write_table", flaky)
+    log = EventLog(tmp_path / "run", "r", flush_rows=4)
+    for i in range(10):
+        log.log("a", float(i), "x", trip=i)
+    log.close()
+    assert calls["n"] >= 3 and load_run(tmp_path / "run")["trip"].tolist() == list(range(10))
+
+    monkeypatch.setattr(eventlog.pq, "write_table", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
+    log = EventLog(tmp_path / "run2", "r", flush_rows=4)
+    for i in range(4):
+        log.log("a", float(i), "x", trip=i)  # the automatic flush fails in the background
+    with pytest.raises(OutputError, match="cannot write .*part-00000.parquet: full"):
+        log.flush()
 
 
 def test_context_manager_closes(tmp_path: Path) -> None:

@@ -431,17 +431,23 @@ def test_uplink_interference_comes_from_the_other_cells_vehicles(line_roadmap: R
     assert np.all(sinr < snr)
 
 
-def test_uplink_interference_is_the_mean_over_the_other_cells_vehicles(line_roadmap: RoadMap) -> None:
-    """Two vehicles in cell b: cell a hears b's load times their mean received power."""
+def two_cells_three_cars(roadmap: RoadMap) -> Simulation:
+    """One car in cell a, two in cell b (fixed load 0.5), run to 3.05 s."""
     changes = {
         "duration_s": 30,
         "base_stations": TWO_CELLS,
         "vehicles": [car("west", 0, 20), car("east", 20, 0), car("east2", 19, 0)],
         "radio": {"interference_load": 0.5},
     }
-    sim = Simulation(make_scenario(changes), roadmap=line_roadmap)
+    sim = Simulation(make_scenario(changes), roadmap=roadmap)
     sim._start()
     sim.env.run(until=3.05)
+    return sim
+
+
+def test_uplink_interference_is_the_mean_over_the_other_cells_vehicles(line_roadmap: RoadMap) -> None:
+    """Two vehicles in cell b: cell a hears b's load times their mean received power."""
+    sim = two_cells_three_cars(line_roadmap)
     assert list(sim.vehicles.serving) == [0, 1, 1]
     sinr, _ = sim.radio.sinr_db(np.array([0]), np.array([0]), uplink=True)
     g = 10 ** (sim.radio.gain_db / 10)
@@ -478,15 +484,7 @@ def test_l3_filter_delays_the_handover_and_reports_the_filtered_rsrp(line_roadma
 
 @pytest.mark.parametrize("uplink", [False, True])
 def test_the_scalar_sinr_of_one_vehicle_is_the_vectorised_one(line_roadmap: RoadMap, uplink: bool) -> None:
-    changes = {
-        "duration_s": 30,
-        "base_stations": TWO_CELLS,
-        "vehicles": [car("west", 0, 20), car("east", 20, 0), car("east2", 19, 0)],
-        "radio": {"interference_load": 0.5},
-    }
-    sim = Simulation(make_scenario(changes), roadmap=line_roadmap)
-    sim._start()
-    sim.env.run(until=3.05)
+    sim = two_cells_three_cars(line_roadmap)
     for i in range(3):
         for bs in range(2):
             want = float(sim.radio.sinr_db(np.array([i]), np.array([bs]), uplink=uplink)[0][0])
