@@ -348,6 +348,24 @@ def _block_to_arrow(value: Any, n: int, typ: pa.DataType, event: str, column: st
     return pa.repeat(pa.scalar(value, type=typ), n)
 
 
+def _blocks_to_arrow(values: list[Any], sizes: np.ndarray, typ: pa.DataType, event: str, column: str) -> pa.Array:
+    """One column of several log_many blocks (sizes ``sizes``) as one Arrow array, converted once where it can be."""
+    if len(values) == 1:
+        return _block_to_arrow(values[0], int(sizes[0]), typ, event, column)
+    if all(isinstance(v, np.ndarray) and v.dtype.kind != "O" for v in values):
+        return _block_to_arrow(np.concatenate(values), int(sizes.sum()), typ, event, column)
+    if all(isinstance(v, np.ndarray) for v in values):  # object arrays (and numeric ones among them)
+        return _list_to_arrow(np.concatenate([v.astype(object, copy=False) for v in values]), typ, event, column)
+    if all(isinstance(v, (np.ndarray, list)) for v in values):  # lists: one strict conversion
+        return _list_to_arrow([x for v in values for x in v], typ, event, column)
+    first = values[0]
+    if not isinstance(first, (np.ndarray, list)) and all(
+        not isinstance(v, (np.ndarray, list)) and type(v) is type(first) and v == first for v in values
+    ):
+        return _block_to_arrow(first, int(sizes.sum()), typ, event, column)  # the same scalar in every block
+    return pa.concat_arrays([_block_to_arrow(v, int(k), typ, event, column) for v, k in zip(values, sizes, strict=True)])
+
+
 def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any:
     """Check one log_many argument: return a 1-d ndarray copy, a list copy, or a checked scalar."""
     if not isinstance(value, np.ndarray):
@@ -896,15 +914,22 @@ class EventLog:
             for name, values in zip(names, lists[3:], strict=True):
                 cols[name] = _list_to_arrow(values, COLUMNS[name], event, name)
             pieces.append((m, cols))
-        for event, seq0, m, t_s, entity, stored in self._blocks:
+        # blocks of one event with the same columns become one piece (converted once per column; the
+        # permutation below restores the seq order)
+        groups: dict[tuple[str, ...], list[tuple[str, int, int, float, Any, dict[str, Any]]]] = {}
+        for block in self._blocks:
+            groups.setdefault((block[0], *block[5]), []).append(block)
+        for (event, *names), blocks in groups.items():
+            sizes = np.array([b[2] for b in blocks], dtype=np.int64)
+            m = int(sizes.sum())
             cols = {
-                "seq": pa.array(np.arange(seq0, seq0 + m, dtype=np.int64)),
-                "t_s": pa.repeat(pa.scalar(float(t_s), _F), m),
+                "seq": pa.array(np.concatenate([np.arange(b[1], b[1] + b[2], dtype=np.int64) for b in blocks])),
+                "t_s": pa.array(np.repeat(np.array([b[3] for b in blocks], dtype=np.float64), sizes)),
                 "event": pa.repeat(pa.scalar(event, _S), m),
-                "entity_id": _block_to_arrow(entity, m, _S, event, "entity_id"),
+                "entity_id": _blocks_to_arrow([b[4] for b in blocks], sizes, _S, event, "entity_id"),
             }
-            for name, value in stored.items():
-                cols[name] = _block_to_arrow(value, m, COLUMNS[name], event, name)
+            for name in names:
+                cols[name] = _blocks_to_arrow([b[5][name] for b in blocks], sizes, COLUMNS[name], event, name)
             pieces.append((m, cols))
         # each column: its pieces' arrays, with one null run for every stretch of pieces without it
         chunks: dict[str, list[pa.Array]] = {c: [] for c in COLUMNS}
