@@ -11,7 +11,9 @@ matters. Prints one row per run: jobs asked, finished in time (met) or late, tur
 control), deadline hit rate, mean slack, share of frames decoded with a mismatched estimator, GPU-seconds, the
 longest wait in the cloud's queue, the share of finished jobs the cache served.
 
-Analytic link by default (no PSNR: what differs between these runs is timing). With --fidelity full, a few vehicles
+Analytic link by default (no PSNR: what differs between these runs is timing). With --fidelity fast the frames'
+quality is sampled from models/abstraction/nyc_fleet.parquet (refined states: street_canyon's estimator refined for
+each other scene; a job for another pair fails, counted under "failed"). With --fidelity full, a few vehicles
 and a low frame rate the frames go through the neural link and the refinements run for real (LoRA on the CPU);
 --set adds overrides for every run (e.g. refinement.cache_dir, so that later runs reuse the adapters). Copy and edit.
 """
@@ -68,11 +70,12 @@ for gpus in args.gpus:
         jobs = refinements(df)
         rows.append({
             "gpus": gpus, "run": label, "jobs": row.jobs, "met": row.met, "late": row.late, "cancelled": row.cancelled,
+            "failed": row.failed,
             "hit_rate": row.deadline_hit_rate, "slack_mean_s": row.slack_mean_s,
             "mismatched_share": row.mismatched_share, "gpu_s": row.gpu_s,
             "queue_max_s": jobs.queue_s.max() if len(jobs) else 0.0,
             "cached_share": jobs.cached.mean() if len(jobs) else float("nan"),
-            "psnr_mean": row.psnr_mean, "wall_s": round(summary.wall_s, 1),
+            "psnr_mean": row.psnr_mean, "nmse_mean_db": row.nmse_mean_db, "wall_s": round(summary.wall_s, 1),
         })  # fmt: skip
         print(f"{run_dir}: {summary.wall_s:.0f} s", flush=True)
 

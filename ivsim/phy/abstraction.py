@@ -697,8 +697,8 @@ class CalibratedLinkEvaluator:
     scenario
         The scenario (``link``, ``scenes``, ``profiles``).
     seed
-        The run's link seed (the full link's): with each batch's ``(vehicle, frame)``
-        pairs it seeds the batch's draws.
+        The run's link seed (the full link's): with each frame's ``(vehicle, frame)``
+        pair it gives the frame's draws (:func:`frame_uniforms`).
     notes
         Lines for the run's log are appended here (which table, any clamping).
     table

@@ -246,6 +246,21 @@ def test_policy_runs_share_the_draws_of_the_same_estimator_state(nyc_map) -> Non
     assert (b.loc[~same, "estimator_scene"] == "river_bridge").all()
 
 
+def test_the_fleet_scenarios_shipped_table_fits_it_and_serves_its_refinements(nyc_map) -> None:
+    """nyc_fleet with link.fidelity fast: the shipped table is found, fits, and street_canyon's jobs deploy its states."""
+    fleet = REPO / "scenarios" / "nyc_fleet.yaml"
+    over = ["link.fidelity=fast", "duration_s=120", "fleets.0.count=40", "link.latency_profile=gpu_rtx4090_reported"]
+    sim = Simulation(load_scenario(fleet, overrides=over), roadmap=nyc_map)
+    assert sim.links.evaluator.table.path == default_table_path("nyc_fleet")
+    assert sim.run().status == "complete"
+    df = sim.log.to_pandas()
+    tx = df[df.event == "tx"]
+    assert tx.psnr_db.notna().mean() > 0.9 and set(tx.scene.dropna()) <= set(sim.scene_names)
+    states = {st.adapter_id for st in sim.links.evaluator.table.states if st.adapter_id}
+    deployed = set(df[df.event == "deploy"].adapter_id.dropna())
+    assert deployed and deployed <= states
+
+
 def test_refiner_states_exact_nearest_and_missing() -> None:
     class Timing:
         def adapter_bytes(self, rank: int) -> int:
