@@ -44,7 +44,11 @@ dirs: dict[str, list[Path]] = {"full": [], "fast": []}
 for policy in args.policies.split(","):
     for mode in ("full", "fast"):
         run_dir = out / f"{mode}_{policy}"
-        if mode == "full" and args.reuse_full and (Path(args.reuse_full) / f"full_{policy}" / "events.parquet").is_file():
+        if (
+            mode == "full"
+            and args.reuse_full
+            and (Path(args.reuse_full) / f"full_{policy}" / "events.parquet").is_file()
+        ):
             run_dir = Path(args.reuse_full) / f"full_{policy}"
         elif not (run_dir / "events.parquet").is_file():
             sets = [*case, f"link.fidelity={mode}", f"refinement.policy={{kind: {policy}}}"]
@@ -76,6 +80,8 @@ def paired_order(runs: list, scene: str | None) -> dict[tuple[str, str], str]:
         se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf
         order[(a, b)] = ">" if d.mean() > 2 * se else "<" if d.mean() < -2 * se else "~"
     return order
+
+
 print(f"case {args.case}: mean PSNR (dB) full / fast (fast - full); NMSE (dB) full / fast\n")
 print("| policy | " + " | ".join(f"PSNR {k}" for k in SCENES) + " | NMSE all frames |")
 print("|---|" + "---|" * (len(SCENES) + 1))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error as _one_line_error
 
 import ivsim
 from ivsim.cli import main
@@ -18,15 +19,6 @@ from ivsim.cli import main
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "scenarios" / "nyc_brooklyn_bridge.yaml"
 FLEET = REPO / "scenarios" / "nyc_fleet.yaml"
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str], code: int) -> str:
-    out = capsys.readouterr()
-    assert code == 2
-    lines = out.err.strip().splitlines()
-    assert len(lines) == 1, out.err
-    assert "Traceback" not in out.err
-    return lines[0]
 
 
 def _scenario_with(tmp_path: Path, old: str, new: str, *, name: str = "bad.yaml") -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from cli_checks import one_line_error as _one_line_error
 from pytest_socket import enable_socket
 
 import ivsim.api
@@ -48,15 +49,6 @@ def bridge_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     out = folder / "out"
     result = run_sweep(path, out_dir=out, client=None)
     return path, out, result
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str], code: int) -> str:
-    out = capsys.readouterr()
-    assert code == 2, out.err
-    lines = out.err.strip().splitlines()
-    assert len(lines) == 1, out.err
-    assert "Traceback" not in out.err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- expansion

@@ -268,8 +268,9 @@ _WRITE_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     # Dictionary pages only where they pay (strings); delta / byte-split encodings for numbers.
     "use_dictionary": [c for c, t in COLUMNS.items() if t == _S],
-    "column_encoding": {c: "DELTA_BINARY_PACKED" if t == _I else "BYTE_STREAM_SPLIT"
-                        for c, t in COLUMNS.items() if t in (_I, _F)},
+    "column_encoding": {
+        c: "DELTA_BINARY_PACKED" if t == _I else "BYTE_STREAM_SPLIT" for c, t in COLUMNS.items() if t in (_I, _F)
+    },
 }
 # Parts are transient (combined into events.parquet at close): written uncompressed with plain encodings,
 # which makes both their writing and their reading at close cheaper.
@@ -363,7 +364,9 @@ def _blocks_to_arrow(values: list[Any], sizes: np.ndarray, typ: pa.DataType, eve
         not isinstance(v, (np.ndarray, list)) and type(v) is type(first) and v == first for v in values
     ):
         return _block_to_arrow(first, int(sizes.sum()), typ, event, column)  # the same scalar in every block
-    return pa.concat_arrays([_block_to_arrow(v, int(k), typ, event, column) for v, k in zip(values, sizes, strict=True)])
+    return pa.concat_arrays(
+        [_block_to_arrow(v, int(k), typ, event, column) for v, k in zip(values, sizes, strict=True)]
+    )
 
 
 def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any:
@@ -458,7 +461,9 @@ class _Background:
         self._pool.submit(self._close)
         self._pool.shutdown(wait=True)
         if self.error is not None:
-            logger.warning("event log: writing %s as the run went failed (%s); combining the parts", self.path, self.error)
+            logger.warning(
+                "event log: writing %s as the run went failed (%s); combining the parts", self.path, self.error
+            )
             with contextlib.suppress(OSError):
                 self.tmp.unlink(missing_ok=True)
             return None

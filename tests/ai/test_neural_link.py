@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_checks import one_line_error as _one_line
 
 from ivsim.ai.latency import load_latency_profile
 from ivsim.ai.link import PERFECT, ChannelBank, LinkChain
@@ -23,7 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "scenarios" / "nyc_brooklyn_bridge.yaml"
 SMALL = ["link.image_size=[32, 64]"]  # 2 patches, 1,024 symbols, 2 OFDM grids per frame
 FAST = ["duration_s=30", "traffic.fps=1", *SMALL]
-
 
 
 @pytest.fixture(scope="module")
@@ -312,15 +312,6 @@ def _cheap_codec():  # noqa: ANN202
 
 
 # ---------------------------------------------------------------------- bad input on the command line
-
-
-def _one_line(capsys: pytest.CaptureFixture[str], code: int) -> str:
-    out = capsys.readouterr()
-    assert code == 2, out.err
-    lines = out.err.strip().splitlines()
-    assert len(lines) == 1, out.err
-    assert "Traceback" not in out.err
-    return lines[0]
 
 
 @pytest.mark.parametrize(

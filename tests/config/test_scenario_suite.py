@@ -57,10 +57,15 @@ def four_regions() -> Scenario:
     return ivsim.load_scenario(SCENARIOS / "four_regions.yaml")
 
 
+def _world(scenario: Scenario) -> tuple[RoadMap, Router, SceneMap]:
+    """The scenario's road map, a router on it and its scene map."""
+    roadmap = load_map(scenario.map)
+    return roadmap, Router(roadmap), SceneMap(roadmap, scenario.scene_rules, tuple(scenario.scenes))
+
+
 @pytest.fixture(scope="module")
 def four_regions_world(four_regions: Scenario) -> tuple[RoadMap, Router, SceneMap]:
-    roadmap = load_map(four_regions.map)
-    return roadmap, Router(roadmap), SceneMap(roadmap, four_regions.scene_rules, tuple(four_regions.scenes))
+    return _world(four_regions)
 
 
 def test_four_regions_profiles_match_the_paper(four_regions: Scenario) -> None:
@@ -117,8 +122,7 @@ def midtown() -> Scenario:
 
 @pytest.fixture(scope="module")
 def midtown_world(midtown: Scenario) -> tuple[RoadMap, Router, SceneMap]:
-    roadmap = load_map(midtown.map)
-    return roadmap, Router(roadmap), SceneMap(roadmap, midtown.scene_rules, tuple(midtown.scenes))
+    return _world(midtown)
 
 
 def test_midtown_has_tunnel_edges(midtown_world: tuple[RoadMap, Router, SceneMap]) -> None:
