@@ -199,6 +199,9 @@ def _build_parser() -> argparse.ArgumentParser:
     te.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the repo's models/)")
     te.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
     te.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    te.add_argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
+                    help="where to train (default cpu, as the shipped weights were; auto or cuda: on a GPU, "
+                    "reproducible but not bitwise equal to a CPU run)")  # fmt: skip
     te.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     tl = train_sub.add_parser(
@@ -211,6 +214,13 @@ def _build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
     tl.add_argument("--time-budget", type=float, default=None, metavar="S", help="stop after S wall seconds")
     tl.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    tl.add_argument("--tokens", choices=("symbol", "dct"), default="symbol",
+                    help="a token per OFDM symbol (default, the shipped weights) or per DCT coefficient over the slot")  # fmt: skip
+    tl.add_argument("--cov-rank", type=int, default=0,
+                    help="rank of each token's low-rank-plus-diagonal Gaussian (default 0: diagonal, the shipped weights)")  # fmt: skip
+    tl.add_argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
+                    help="where to train (default cpu, as the shipped weights were; auto or cuda: on a GPU, "
+                    "reproducible but not bitwise equal to a CPU run)")  # fmt: skip
     tl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluations of the neural link (codecs x channel estimators x scenes)")
@@ -702,14 +712,17 @@ def _cmd_train_large_model(args: argparse.Namespace) -> int:
     _positive(steps=args.steps, batch=args.batch, threads=args.threads)
     import torch
 
-    from ivsim.ai.large_model import train_large_model
+    from ivsim.ai.large_model import LargeModelConfig, train_large_model
+    from ivsim.ai.neural_link import resolve_device
     from ivsim.ai.zoo import MODELS_DIR
+    from ivsim.phy import GridSpec
 
     torch.set_num_threads(args.threads)  # process-wide, owned by this command
     result = train_large_model(
         steps=args.steps, batch_size=args.batch, seed=args.seed,
         out_dir=args.out if args.out is not None else MODELS_DIR, resume=args.resume, progress=not args.quiet,
-        time_budget_s=args.time_budget, num_threads=args.threads,
+        time_budget_s=args.time_budget, num_threads=args.threads, device=resolve_device(args.device),
+        config=LargeModelConfig.for_grid(GridSpec(), tokens=args.tokens, cov_rank=args.cov_rank),
     )  # fmt: skip
     result.pop("loss_curve", None)
     print(json.dumps(result, indent=2, default=str))
@@ -731,6 +744,7 @@ def _cmd_train_estimator(args: argparse.Namespace) -> int:
     import torch
 
     from ivsim.ai.estimator_train import train_estimator
+    from ivsim.ai.neural_link import resolve_device
     from ivsim.ai.zoo import MODELS_DIR
 
     torch.set_num_threads(args.threads)  # process-wide, owned by this command
@@ -747,6 +761,7 @@ def _cmd_train_estimator(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         num_threads=args.threads,
+        device=resolve_device(args.device),
     )
     print(json.dumps(result, indent=2, default=str))
     return 0

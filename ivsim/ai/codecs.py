@@ -508,11 +508,11 @@ class _NeuralCodec:
         net_args = {k: v for k, v in config.items() if k not in ("patch", "bandwidth_ratio")}
         with torch.device("meta"):
             net = self.net_class(patch=self.patch, out_channels=int(out_channels), **net_args)
-        net = net.to_empty(device=self.device)
+        net = net.to_empty(device="cpu")  # initialised with a CPU generator on any device, then moved
         init_parameters(net, generator if generator is not None else torch.Generator().manual_seed(0))
         if self.weights_path is not None:
             zoo.load_into(net, self.weights_path, architecture=self.architecture())
-        self.net = net.eval()
+        self.net = net.to(self.device).eval()
 
     @classmethod
     def architecture(cls) -> str:

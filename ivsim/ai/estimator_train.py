@@ -263,7 +263,7 @@ def _err_table(
     h = sampler.sample(n, speed_mps=speed_range_mps, generator=generator)
     for snr in ERR_SNR_DB:
         y, no = received_qpsk(h, snr, mapper, generator)
-        h_hat, _ = est.estimate(y, no, generator=torch.Generator().manual_seed(1))
+        h_hat, _ = est.estimate(y, no, generator=torch.Generator(device=generator.device).manual_seed(1))
         mse.append(float((h_hat - h).abs().pow(2).mean()))
         nm[snr] = float(nmse_db(h_hat, h))
     return torch.tensor(mse, dtype=torch.float32), nm
@@ -294,6 +294,7 @@ def train_estimator(
     fp16: bool | None = None,
     num_threads: int | None = 1,
     log_every: int = 50,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train the diffusion estimator of one scene and save ``estimator_<scene>.safetensors``.
 
@@ -346,6 +347,10 @@ def train_estimator(
         box); restored afterwards. ``None`` leaves the setting alone.
     log_every
         Steps per entry of ``loss_curve`` (and per log line).
+    device
+        Where to train (``"cuda"`` on a GPU). Every draw comes from one generator on
+        that device, so a GPU run is as reproducible as a CPU one but not bitwise
+        equal to it.
 
     Returns
     -------
@@ -363,19 +368,20 @@ def train_estimator(
         torch.set_num_threads(int(num_threads))
     try:
         cfg = config if config is not None else DiffusionConfig.for_grid(grid)
-        est = DiffusionChannelEstimator(grid, weights=False, config=cfg, scene=scene, init_seed=seed)
+        dev = torch.device(device)
+        est = DiffusionChannelEstimator(grid, weights=False, config=cfg, scene=scene, init_seed=seed, device=dev)
         net = est.net
         net.train()
-        sampler = ChannelSampler(profile, grid, carrier_hz=carrier_hz)
-        mapper = OfdmMapper(grid)
-        ls = LSEstimator(grid)
+        sampler = ChannelSampler(profile, grid, carrier_hz=carrier_hz, device=dev)
+        mapper = OfdmMapper(grid, device=dev)
+        ls = LSEstimator(grid, device=dev)
         sched = DDPMScheduler(
             num_train_timesteps=cfg.num_train_timesteps,
             beta_schedule=cfg.beta_schedule,
             prediction_type=cfg.prediction_type,
             clip_sample=False,
         )
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=dev).manual_seed(seed)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
 
         state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": []}
@@ -411,10 +417,10 @@ def train_estimator(
             while step < steps:
                 if step > 0 and step % pool_refresh_steps == 0:
                     k = min(pool_refresh_size, pool_size)
-                    idx = (torch.arange(k) + oldest) % pool_size
+                    idx = (torch.arange(k, device=dev) + oldest) % pool_size
                     pool[idx] = sampler.sample(k, speed_mps=speed_range_mps, generator=gen)
                     oldest = (oldest + k) % pool_size
-                h = pool[torch.randint(0, pool_size, (batch_size,), generator=gen)]
+                h = pool[torch.randint(0, pool_size, (batch_size,), generator=gen, device=dev)]
                 for g in opt.param_groups:
                     g["lr"] = warmup_cosine_lr(step, lr=lr, steps=steps, warm=50)
                 loss = ddpm_loss(net, sched, h, snr_range_db, mapper, ls, gen)
@@ -433,19 +439,19 @@ def train_estimator(
 
         # Error-variance table and the fp16 decision, on held-out channels.
         net.eval()
-        eval_gen = torch.Generator().manual_seed(seed + 1_000_003)
+        eval_gen = torch.Generator(device=dev).manual_seed(seed + 1_000_003)
         mse, nm = _err_table(est, sampler, mapper, n=eval_n, speed_range_mps=speed_range_mps, generator=eval_gen)
         net.err_snr_db.copy_(torch.tensor(ERR_SNR_DB))
         net.err_mse.copy_(mse)
         h = sampler.sample(eval_n, speed_mps=speed_range_mps, generator=eval_gen)
         y, no = received_qpsk(h, 10.0, mapper, eval_gen)
-        ref = float(nmse_db(est.estimate(y, no, generator=torch.Generator().manual_seed(2))[0], h))
+        ref = float(nmse_db(est.estimate(y, no, generator=torch.Generator(device=dev).manual_seed(2))[0], h))
         full = {k: v.clone() for k, v in net.state_dict().items()}
         with torch.no_grad():
             for v in net.state_dict().values():
                 if v.is_floating_point():
                     v.copy_(v.half().float())
-        half = float(nmse_db(est.estimate(y, no, generator=torch.Generator().manual_seed(2))[0], h))
+        half = float(nmse_db(est.estimate(y, no, generator=torch.Generator(device=dev).manual_seed(2))[0], h))
         net.load_state_dict(full)
         delta = half - ref
         use_half = fp16 if fp16 is not None else abs(delta) < 0.05

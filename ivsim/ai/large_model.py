@@ -7,27 +7,35 @@ downloaded) that generates channel realizations of a scene it is asked for.
 Tokens
 ------
 A channel ``h [n_rx, n_sym, n_sc]`` is taken to the delay domain (an orthonormal
-inverse DFT over the subcarriers, per OFDM symbol). Token ``t`` is OFDM symbol
-``t``: its ``n_sc`` delay taps on every receive antenna, real and imaginary parts,
-``2 n_rx n_sc`` numbers, divided by a per-coordinate scale measured on the training
-data. A 14 x 72 SISO grid is 14 tokens of 144 numbers. Under the wide-sense-
-stationary uncorrelated-scattering model the taps of one symbol are nearly
-uncorrelated and their variances are the power-delay profile: the delay spread,
-which is what an estimator trained in one scene gets wrong in another. Successive
-symbols are strongly correlated (Doppler), which is what the autoregression over
-tokens carries.
+inverse DFT over the subcarriers, per OFDM symbol). With ``tokens="symbol"`` (the
+shipped weights) token ``t`` is OFDM symbol ``t``: its ``n_sc`` delay taps on every
+receive antenna, real and imaginary parts, ``2 n_rx n_sc`` numbers, divided by a
+per-coordinate scale measured on the training data (a 14 x 72 SISO grid is 14 tokens
+of 144 numbers), each predicted as a change from the symbol before. Under the
+wide-sense-stationary uncorrelated-scattering model the taps of one symbol are nearly
+uncorrelated and their variances are the power-delay profile: the delay spread, which
+is what an estimator trained in one scene gets wrong in another.
+
+``tokens="dct"`` makes token ``k`` the ``k``-th coefficient of an orthonormal DCT of
+every tap over the slot (predicted directly, not as a change), so that a slowly
+changing channel puts nearly all its energy in the first token; ``cov_rank > 0`` gives
+each token a low-rank-plus-diagonal Gaussian (``torch.distributions.
+LowRankMultivariateNormal``) that can carry how a path between two taps of the grid
+leaks into its neighbours with related values. Both are options for research: the
+model card reports what they gave when tried (worse than the shipped weights).
 
 Sequence
 --------
-``[condition, pilots_1 .. pilots_P, sym_0, ..., sym_{S-2}]``: the output at each
-position predicts the next symbol as a diagonal Gaussian over its taps (the mean as a
-change from the symbol before, and a log-variance; trained with the Gaussian
-negative log-likelihood); generation
-samples symbol after symbol with the key/value cache. The first symbol is drawn
-from the condition alone (a Gaussian with the learned power-delay profile), the
-others from the symbols before them. Inputs are perturbed with a little noise in
-training so that generation, which feeds the model its own samples, does not drift.
-The prefix is
+``[condition, pilots_1 .. pilots_P, tok_0, ..., tok_{T-2}]``: the output at each
+position predicts the next token as a Gaussian (a mean and a log-variance, plus a
+low-rank factor when ``cov_rank > 0``; trained with the Gaussian negative
+log-likelihood); generation samples token after token with the key/value cache. The
+first token is drawn from the prefix alone, the others from the tokens before them.
+Inputs are perturbed with a little noise in training so that generation, which feeds
+the model its own samples, does not drift. The prefix carries the scene profile
+(family, LOS, CDL/TDL variant, nominal delay spread, K-factor, carrier), the vehicle's
+speed and distance to its base station, and optionally LS pilot observations the
+vehicle uploads.
 
 Weights: ``models/large_model.safetensors`` (``ivsim.architecture =
 "large_model/channel_gpt"``), rebuilt by ``ivsim train large-model``; the model
@@ -138,16 +146,40 @@ def condition_vector(
 # --------------------------------------------------------------------------- tokens
 
 
-def to_tokens(h: torch.Tensor) -> torch.Tensor:
-    """Channels ``[B, n_rx, n_sym, n_sc]`` complex -> symbol tokens ``[B, n_sym, 2 n_rx n_sc]`` of delay taps (unscaled)."""
+TOKEN_KINDS = ("dct", "symbol")
+"""What a token is: one DCT coefficient over the slot of every delay tap (``dct``) or one OFDM symbol's taps
+(``symbol``, the first weights)."""
+
+
+def dct_matrix(n: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """The orthonormal DCT-II matrix ``[n, n]`` (row ``k`` is the ``k``-th cosine over ``n`` samples)."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    t = torch.arange(n, dtype=torch.float64)[None, :]
+    c = torch.cos(math.pi * (t + 0.5) * k / n) * math.sqrt(2.0 / n)
+    c[0] /= math.sqrt(2.0)
+    return c.to(torch.float32).to(device)
+
+
+def to_tokens(h: torch.Tensor, kind: str = "symbol") -> torch.Tensor:
+    """Channels ``[B, n_rx, n_sym, n_sc]`` complex -> tokens ``[B, n_sym, 2 n_rx n_sc]`` of delay taps (unscaled).
+
+    ``kind="symbol"``: token ``t`` is OFDM symbol ``t``. ``kind="dct"``: token ``k`` is
+    the ``k``-th coefficient of an orthonormal DCT of every tap over the slot (token 0
+    is the slot's mean channel; a channel that changes slowly has little in the rest).
+    """
     d = torch.fft.ifft(h, dim=-1, norm="ortho").permute(0, 2, 1, 3)  # [B, n_sym, n_rx, delay]
     b, t = d.shape[:2]
-    return torch.cat([d.real.reshape(b, t, -1), d.imag.reshape(b, t, -1)], dim=-1).to(torch.float32)
+    x = torch.cat([d.real.reshape(b, t, -1), d.imag.reshape(b, t, -1)], dim=-1).to(torch.float32)
+    if kind == "dct":
+        x = torch.einsum("kt,btf->bkf", dct_matrix(t, device=x.device), x)
+    return x
 
 
-def from_tokens(x: torch.Tensor, n_rx: int, n_sc: int) -> torch.Tensor:
+def from_tokens(x: torch.Tensor, n_rx: int, n_sc: int, kind: str = "symbol") -> torch.Tensor:
     """Inverse of :func:`to_tokens`: ``[B, n_sym, 2 n_rx n_sc]`` -> ``[B, n_rx, n_sym, n_sc]`` complex64."""
     b, t, f = x.shape
+    if kind == "dct":
+        x = torch.einsum("kt,bkf->btf", dct_matrix(t, device=x.device), x)
     half = f // 2
     d = torch.complex(x[..., :half], x[..., half:]).reshape(b, t, n_rx, n_sc).permute(0, 2, 1, 3)
     return torch.fft.fft(d, dim=-1, norm="ortho").to(torch.complex64)
@@ -177,6 +209,13 @@ class LargeModelConfig:
         GPT-2 width, depth and heads.
     pilot_tokens
         Prefix tokens that carry the pilot observations.
+    tokens
+        ``"symbol"`` (a token per OFDM symbol, each predicted as a change from the one
+        before; the shipped weights) or ``"dct"`` (a token per DCT coefficient over the
+        slot, predicted directly): see :func:`to_tokens`.
+    cov_rank
+        Rank of the low-rank part of each token's Gaussian (covariance ``L L^T + diag``);
+        0 (the shipped weights) is a diagonal Gaussian.
     """
 
     num_ofdm_symbols: int = 14
@@ -187,6 +226,16 @@ class LargeModelConfig:
     n_layer: int = 4
     n_head: int = 4
     pilot_tokens: int = 2
+    tokens: str = "symbol"
+    cov_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tokens not in TOKEN_KINDS:
+            msg = f"tokens must be one of {TOKEN_KINDS}, got {self.tokens!r}"
+            raise ValueError(msg)
+        if not 0 <= int(self.cov_rank) <= 64:
+            msg = f"cov_rank must be 0..64, got {self.cov_rank}"
+            raise ValueError(msg)
 
     @classmethod
     def for_grid(cls, grid: GridSpec, **kw: Any) -> LargeModelConfig:
@@ -201,8 +250,13 @@ class LargeModelConfig:
 
     @property
     def token_dim(self) -> int:
-        """Numbers per symbol token."""
+        """Numbers per token."""
         return 2 * self.num_rx_ant * self.fft_size
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens per channel."""
+        return self.num_ofdm_symbols
 
     @property
     def pilot_dim(self) -> int:
@@ -225,6 +279,8 @@ class LargeModelConfig:
         """Inverse of :meth:`to_json`."""
         d = dict(d)
         d["pilot_ofdm_symbol_indices"] = tuple(d["pilot_ofdm_symbol_indices"])
+        d.setdefault("tokens", "symbol")  # weights made before these options
+        d.setdefault("cov_rank", 0)
         return cls(**d)
 
 
@@ -256,7 +312,7 @@ class ChannelGPT(torch.nn.Module):
             vocab_size=1,
             bos_token_id=0,
             eos_token_id=0,
-            n_positions=config.prefix_len + config.num_ofdm_symbols,
+            n_positions=config.prefix_len + config.n_tokens,
             n_embd=d,
             n_layer=config.n_layer,
             n_head=config.n_head,
@@ -265,9 +321,9 @@ class ChannelGPT(torch.nn.Module):
             attn_pdrop=0.0,
         )
         self.gpt = GPT2Model(gpt_cfg)
-        self.head = torch.nn.Linear(d, 2 * config.token_dim)
+        self.head = torch.nn.Linear(d, (2 + int(config.cov_rank)) * config.token_dim)
         # Per-coordinate scale of the tokens, measured on the training data (set by train_large_model).
-        self.register_buffer("token_scale", torch.ones(config.num_ofdm_symbols, config.token_dim))
+        self.register_buffer("token_scale", torch.ones(config.n_tokens, config.token_dim))
 
     def num_parameters(self) -> int:
         """Trainable parameters."""
@@ -290,8 +346,33 @@ class ChannelGPT(torch.nn.Module):
                 p = torch.where(has_pilots.view(b, 1, 1), p, none)
         return torch.cat([c, p], dim=1)
 
-    def forward(self, prefix: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced prediction of every symbol.
+    def _gaussian(self, out: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Head outputs -> ``(mean, logvar, factor)``; ``factor [..., token_dim, cov_rank]`` or ``None`` (diagonal)."""
+        c = self.config
+        dim, r = c.token_dim, int(c.cov_rank)
+        y = self.head(out)
+        mean, logvar = y[..., :dim], y[..., dim : 2 * dim].clamp(*_LOGVAR_RANGE)
+        if c.tokens == "symbol":
+            mean = prev + mean
+        factor = y[..., 2 * dim :].unflatten(-1, (dim, r)) / math.sqrt(r) if r > 0 else None
+        return mean, logvar, factor
+
+    def nll(self, prefix: torch.Tensor, tokens: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Negative log-likelihood per number of each token ``[B, n_tok]`` (teacher forcing).
+
+        ``inputs`` are the tokens fed to the model (``tokens`` plus training noise);
+        default ``tokens``.
+        """
+        mean, logvar, factor = self(prefix, tokens if inputs is None else inputs)
+        if factor is None:
+            return 0.5 * (logvar + (tokens - mean).pow(2) * torch.exp(-logvar)).mean(dim=-1)
+        dist = torch.distributions.LowRankMultivariateNormal(mean, factor, torch.exp(logvar))
+        return -dist.log_prob(tokens) / tokens.shape[-1] - 0.5 * math.log(2.0 * math.pi)
+
+    def forward(
+        self, prefix: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Teacher-forced prediction of every token.
 
         Parameters
         ----------
@@ -302,14 +383,15 @@ class ChannelGPT(torch.nn.Module):
 
         Returns
         -------
-        mean, logvar : torch.Tensor
-            ``[B, n_sym, token_dim]`` each: the Gaussian of symbol ``t`` given the prefix and symbols ``< t``.
+        mean, logvar, factor
+            The Gaussian of token ``t`` given the prefix and tokens ``< t``: ``mean`` and
+            ``logvar`` ``[B, n_tok, token_dim]``, ``factor [B, n_tok, token_dim, cov_rank]``
+            (``None`` for a diagonal model); covariance ``factor factor^T + diag(exp(logvar))``.
         """
         emb = torch.cat([prefix, self.tok_in(tokens[:, :-1]) + prefix[:, :1]], dim=1)
         out = self.gpt(inputs_embeds=emb).last_hidden_state[:, self.config.prefix_len - 1 :]
-        delta, logvar = self.head(out).chunk(2, dim=-1)
         prev = torch.cat([torch.zeros_like(tokens[:, :1]), tokens[:, :-1]], dim=1)
-        return prev + delta, logvar.clamp(*_LOGVAR_RANGE)
+        return self._gaussian(out, prev)
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, *, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
@@ -323,13 +405,15 @@ class ChannelGPT(torch.nn.Module):
         cond = prefix[:, :1]
         taps = []
         prev = torch.zeros(prefix.shape[0], self.config.token_dim, device=prefix.device)
-        for _ in range(self.config.num_ofdm_symbols):
+        for _ in range(self.config.n_tokens):
             out = self.gpt(inputs_embeds=x, cache=past, use_cache=True)
             past = out.past_key_values
-            delta, logvar = self.head(out.last_hidden_state[:, -1]).chunk(2, dim=-1)
-            mean = prev + delta
-            std = torch.exp(0.5 * logvar.clamp(*_LOGVAR_RANGE)) * temperature
+            mean, logvar, factor = self._gaussian(out.last_hidden_state[:, -1], prev)
+            std = torch.exp(0.5 * logvar) * temperature
             tok = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+            if factor is not None:
+                z = torch.randn((*mean.shape[:-1], factor.shape[-1], 1), generator=generator, device=mean.device)
+                tok = tok + temperature * (factor @ z).squeeze(-1)
             taps.append(tok)
             prev = tok
             x = self.tok_in(tok)[:, None] + cond
@@ -477,7 +561,7 @@ class LargeModel:
             pf = p_flat[s : s + batch_size] if p_flat is not None else None
             prefix = self.net.prefix(cond[s : s + batch_size], pf)
             tok = self.net.generate(prefix, generator=generator)
-            outs.append(from_tokens(tok * self.net.token_scale, c.num_rx_ant, c.fft_size))
+            outs.append(from_tokens(tok * self.net.token_scale, c.num_rx_ant, c.fft_size, c.tokens))
         h = torch.cat(outs)
         if normalize:
             h = h / h.abs().pow(2).mean().sqrt().clamp_min(1e-12)
@@ -576,11 +660,11 @@ def _draw(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` channels with their speeds and distances (one distance band per call)."""
     lo, hi = speed_range_mps
-    speed = lo + (hi - lo) * torch.rand(n, generator=gen)
-    d = 30.0 + 270.0 * float(torch.rand((), generator=gen))
+    speed = lo + (hi - lo) * torch.rand(n, generator=gen, device=gen.device)
+    d = 30.0 + 270.0 * float(torch.rand((), generator=gen, device=gen.device))
     sampler.distance_m = (d, d)
     h = sampler.sample(n, speed_mps=speed, generator=gen)
-    return h, speed, torch.full((n,), d)
+    return h, speed, torch.full((n,), d, device=gen.device)
 
 
 def train_large_model(
@@ -594,7 +678,7 @@ def train_large_model(
     pilot_snr_range_db: tuple[float, float] = (0.0, 25.0),
     pilot_prob: float = 0.5,
     input_noise: float = 0.02,
-    first_weight: float = 13.0,
+    first_weight: float | None = 13.0,
     per_profile: int = 1024,
     refresh_every: int = 25,
     refresh_size: int = 128,
@@ -609,6 +693,7 @@ def train_large_model(
     num_threads: int | None = 1,
     log_every: int = 50,
     fp16: bool = True,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train the channel generator and save ``large_model.safetensors``.
 
@@ -628,6 +713,11 @@ def train_large_model(
         Speeds drawn uniformly per channel.
     pilot_snr_range_db
         SNRs of the pilot observations shown with probability ``pilot_prob``.
+    input_noise
+        Standard deviation of the noise added to the (scaled) input tokens.
+    first_weight
+        Weight of the first token's negative log-likelihood against 1 for each other
+        (default 13: the first token carries the power-delay profile, the others how it moves over the slot).
     per_profile
         Channels per profile in the pool; ``refresh_size`` of one profile's are redrawn
         every ``refresh_every`` steps (round robin).
@@ -653,6 +743,8 @@ def train_large_model(
         Steps per ``loss_curve`` entry.
     fp16
         Store the weights in float16.
+    device
+        Where to train (``"cuda"`` on a GPU); every draw comes from one generator there.
 
     Returns
     -------
@@ -677,9 +769,10 @@ def train_large_model(
         torch.set_num_threads(int(num_threads))
     try:
         cfg = config if config is not None else LargeModelConfig.for_grid(grid)
-        net = _build(cfg, seed)
+        dev = torch.device(device)
+        net = _build(cfg, seed).to(dev)
         net.train()
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=dev).manual_seed(seed)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
 
         state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": []}
@@ -689,7 +782,7 @@ def train_large_model(
                 state = loaded
                 logger.info("resuming the large model from step %d", state["step"])
         names = list(profiles)
-        samplers = [ChannelSampler(profiles[k], grid, carrier_hz=carrier_hz) for k in names]
+        samplers = [ChannelSampler(profiles[k], grid, carrier_hz=carrier_hz, device=dev) for k in names]
         conds, pools, t_pool = [], [], time.perf_counter()
         for k, s in zip(names, samplers, strict=True):
             hs, sp, ds = [], [], []
@@ -703,9 +796,10 @@ def train_large_model(
             logger.info("pool of %s drawn", k)
         logger.info("channel pools of %d profiles drawn in %.1f s", len(names), time.perf_counter() - t_pool)
         if int(state["step"]) == 0:
-            tok = torch.cat([to_tokens(p) for p in pools])
+            tok = torch.cat([to_tokens(p, cfg.tokens) for p in pools])
             net.token_scale.copy_(tok.pow(2).mean(0).sqrt().clamp_min(1e-3))
         scale = net.token_scale
+        w0 = float(first_weight) if first_weight is not None else 13.0
         n_prof, oldest, refresh_prof = len(names), [0] * len(names), 0
         pilot_idx = list(cfg.pilot_ofdm_symbol_indices)
         t0 = time.perf_counter() - float(state["elapsed_s"])
@@ -727,14 +821,14 @@ def train_large_model(
                 if step > 0 and step % refresh_every == 0:
                     j = refresh_prof
                     h, v, d = _draw(samplers[j], refresh_size, speed_range_mps=speed_range_mps, gen=gen)
-                    idx = (torch.arange(refresh_size) + oldest[j]) % per_profile
+                    idx = (torch.arange(refresh_size, device=dev) + oldest[j]) % per_profile
                     pools[j][idx] = h
                     conds[j][0][idx] = v
                     conds[j][1][idx] = d
                     oldest[j] = (oldest[j] + refresh_size) % per_profile
                     refresh_prof = (refresh_prof + 1) % n_prof
-                which = torch.randint(0, n_prof, (batch_size,), generator=gen)
-                item = torch.randint(0, per_profile, (batch_size,), generator=gen)
+                which = torch.randint(0, n_prof, (batch_size,), generator=gen, device=dev).tolist()
+                item = torch.randint(0, per_profile, (batch_size,), generator=gen, device=dev).tolist()
                 h = torch.stack([pools[int(w)][int(i)] for w, i in zip(which, item, strict=True)])
                 cond = torch.cat(
                     [
@@ -748,16 +842,15 @@ def train_large_model(
                     ]
                 )
                 lo, hi = pilot_snr_range_db
-                snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen)
+                snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen, device=dev)
                 pil = _pilot_features(pilot_observations(h, pilot_idx, snr, gen))
-                has = torch.rand(batch_size, generator=gen) < pilot_prob
-                x = to_tokens(h) / scale
+                has = torch.rand(batch_size, generator=gen, device=dev) < pilot_prob
+                x = to_tokens(h, cfg.tokens) / scale
                 for g in opt.param_groups:
                     g["lr"] = warmup_cosine_lr(step, lr=lr, steps=steps, warm=100)
-                x_in = x + input_noise * torch.randn(x.shape, generator=gen)
-                mean, logvar = net(net.prefix(cond, pil, has), x_in)
-                nll = 0.5 * (logvar + (x - mean).pow(2) * torch.exp(-logvar)).mean(dim=(0, 2))
-                loss = (first_weight * nll[0] + nll[1:].sum()) / (first_weight + len(nll) - 1)
+                x_in = x + input_noise * torch.randn(x.shape, generator=gen, device=dev)
+                nll = net.nll(net.prefix(cond, pil, has), x, x_in).mean(dim=0)
+                loss = (w0 * nll[0] + nll[1:].sum()) / (w0 + len(nll) - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

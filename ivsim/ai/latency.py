@@ -25,8 +25,10 @@ It is deterministic, unlike the ``measured`` mode (:class:`~ivsim.ai.neural_link
 ``link.latency: measured``), which logs the wall time of the actual batched call.
 The optional ``refine`` section prices the cloud's refinement jobs (:mod:`ivsim.refine`).
 
-``ivsim bench link --write-profile FILE`` measures a CPU profile on the machine it
-runs on (the shipped ``cpu`` one came from that command). The shipped
+``ivsim bench link --write-profile FILE`` measures a profile on the machine it runs
+on (the shipped ``cpu`` one came from that command on the 2-core CPU box, the shipped
+``gpu_h200`` one from it with ``--device cuda`` on an NVIDIA H200, with its
+``refine`` section from ``ivsim bench refine --device cuda``). The shipped
 ``gpu_rtx4090_reported`` profile holds runtimes reported for an RTX 4090 in the
 channel-knowledge-map paper, not measured by ivsim; its ``source`` says so.
 A profile without a ``refine`` section cannot price refinement jobs
@@ -134,8 +136,8 @@ def profile_path(name_or_path: str | Path) -> Path:
 
 
 def default_profile_name(device: str) -> str:
-    """The shipped profile of a device type: ``cpu`` or, for CUDA, ``gpu_rtx4090_reported``."""
-    return "gpu_rtx4090_reported" if str(device).startswith("cuda") else "cpu"
+    """The shipped profile of a device type: ``cpu`` or, for CUDA, ``gpu_h200`` (measured by ivsim on an H200)."""
+    return "gpu_h200" if str(device).startswith("cuda") else "cpu"
 
 
 def load_latency_profile(name_or_path: str | Path) -> LatencyProfile:

@@ -161,6 +161,7 @@ def lora_finetune(
     snr_range_db: tuple[float, float] = (-5.0, 25.0),
     generator: torch.Generator,
     metadata: Mapping[str, str] | None = None,
+    device: str | torch.device = "cpu",
 ) -> Adapter:
     """Train a LoRA adapter of a diffusion estimator on ``channels``.
 
@@ -185,6 +186,9 @@ def lora_finetune(
         Draws batches, data, noise, SNRs and timesteps (CPU generator).
     metadata
         Extra metadata of the adapter (target scene, ids ...).
+    device
+        Where to train. On the CPU every draw comes from ``generator``; on another
+        device from a generator there, seeded by one draw of ``generator``.
 
     Returns
     -------
@@ -200,13 +204,17 @@ def lora_finetune(
         msg = f"steps must be >= 1, got {steps}"
         raise ValueError(msg)
     alpha = float(alpha) if alpha is not None else float(rank)
-    net = copy.deepcopy(estimator.net).to("cpu").train()
+    dev = torch.device(device)
+    net = copy.deepcopy(estimator.net).to(dev).train()
     for p in net.parameters():
         p.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         inject_adapter_in_model(_lora_config(rank, alpha), net.unet)
     params = [p for n, p in net.named_parameters() if "lora_" in n]
+    gen = generator
+    if dev.type != "cpu":
+        gen = torch.Generator(device=dev).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     opt = torch.optim.Adam(params, lr=lr)
     cfg = net.config
     sched = DDPMScheduler(
@@ -216,20 +224,20 @@ def lora_finetune(
         clip_sample=False,
     )
     grid = estimator.grid
-    mapper, ls = OfdmMapper(grid), LSEstimator(grid)
-    h_all = channels.to("cpu")
+    mapper, ls = OfdmMapper(grid, device=dev), LSEstimator(grid, device=dev)
+    h_all = channels.to(dev)
     n = h_all.shape[0]
     for step in range(int(steps)):
         warm = min(1.0, (step + 1) / 10)
         decay = 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * step / max(1, int(steps))))
         for g in opt.param_groups:
             g["lr"] = lr * warm * decay
-        h = h_all[torch.randint(0, n, (batch_size,), generator=generator)]
-        loss = ddpm_loss(net, sched, h, snr_range_db, mapper, ls, generator)
+        h = h_all[torch.randint(0, n, (batch_size,), generator=gen, device=dev)]
+        loss = ddpm_loss(net, sched, h, snr_range_db, mapper, ls, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(net.unet).items()}
+    state = {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(net.unet).items()}
     meta = {
         "ivsim.base_id": weights_id(estimator.path) if estimator.path is not None else "untrained",
         "ivsim.steps": str(int(steps)),

@@ -375,8 +375,8 @@ def bench_refine(
     h = lm.generate(prof, 64, carrier_hz=3.5e9, speed_mps=10.0, generator=g).cpu()
     gc = torch.Generator().manual_seed(0)
     k1, k2 = steps, 2 * steps
-    t_k1 = med(lambda: lora_finetune(base, h, steps=k1, rank=rank, generator=gc))
-    t_k2 = med(lambda: lora_finetune(base, h, steps=k2, rank=rank, generator=gc))
+    t_k1 = med(lambda: lora_finetune(base, h, steps=k1, rank=rank, generator=gc, device=dev))
+    t_k2 = med(lambda: lora_finetune(base, h, steps=k2, rank=rank, generator=gc, device=dev))
     b1 = lora_finetune(base, h, steps=1, rank=rank, generator=gc).num_bytes
     b2 = lora_finetune(base, h, steps=1, rank=2 * rank, generator=gc).num_bytes
     per_sample = max(0.0, (t_n2 - t_n1) / (n2 - n1))

@@ -411,7 +411,7 @@ class TrafficSpec(Model):
     deadline_s: PositiveFloat = Field(0.1, description="A frame later than this is not delivered (100 ms bound).")
 
 
-LATENCY_PROFILES = ("cpu", "gpu_rtx4090_reported")
+LATENCY_PROFILES = ("cpu", "gpu_h200", "gpu_rtx4090_reported")
 """Latency profiles shipped in models/ (``latency_<name>.yaml``)."""
 
 
@@ -486,7 +486,7 @@ class LinkSpec(Model):
         "profile", description="Compute latency from a per-device timing profile, or the measured wall time."
     )
     latency_profile: LatencyProfileRef | None = Field(
-        None, description="cpu, gpu_rtx4090_reported, or a YAML file; default: the profile of the run's device."
+        None, description="cpu, gpu_h200, gpu_rtx4090_reported, or a YAML file; default: the profile of the run's device."
     )
     batch_window_s: NonNegativeFloat = Field(0.0, description="Requests within this window share one batched call.")
     image_size: tuple[Annotated[int, Field(ge=8, le=4096)], Annotated[int, Field(ge=8, le=4096)]] = Field(
@@ -754,7 +754,7 @@ class RefinementSpec(Model):
         ),
     )
     latency_profile: LatencyProfileRef = Field(
-        "cpu", description="cpu, gpu_rtx4090_reported, or a YAML file with a `refine` section."
+        "cpu", description="cpu, gpu_h200, gpu_rtx4090_reported, or a YAML file with a `refine` section."
     )
     assumed: RefineTiming | None = Field(
         None, description="Timings stated by the scenario (used instead of the profile), with a label saying so."

@@ -29,7 +29,7 @@ def test_bench_link_bad_flag(capsys) -> None:
     assert "--vehicles" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["cpu", "gpu_rtx4090_reported"])
+@pytest.mark.parametrize("name", ["cpu", "gpu_h200", "gpu_rtx4090_reported"])
 def test_shipped_profiles_cover_the_shipped_kinds(name) -> None:
     p = load_latency_profile(name)
     assert {"ctcd", "deepjscc", "digital"} <= set(p.codec)
@@ -44,6 +44,21 @@ def test_gpu_profile_is_the_reported_figures() -> None:
     assert "reported" in p.source
     # JSCC 12 ms per image + diffusion 58 ms per sample
     assert p.frame_s("ctcd", "diffusion", symbols=6144, realizations=1, grids=8) == pytest.approx(0.070, abs=1e-3)
+
+
+def test_h200_profile_was_measured_on_a_gpu_and_prices_refinement() -> None:
+    from ivsim.ai.latency import default_profile_name
+
+    p = load_latency_profile("gpu_h200")
+    assert p.device == "cuda" and "measured by `ivsim bench link" in p.source
+    assert p.refine is not None and "cuda" in p.refine.source
+    assert default_profile_name("cuda") == "gpu_h200" and default_profile_name("cpu") == "cpu"
+    cpu = load_latency_profile("cpu")
+    # the GPU is faster than one CPU thread for a diffusion estimate and for a LoRA step
+    assert p.frame_s("ctcd", "diffusion", symbols=6144, realizations=1, grids=8) < cpu.frame_s(
+        "ctcd", "diffusion", symbols=6144, realizations=1, grids=8
+    )
+    assert p.refine.finetune.per_item_s < cpu.refine.finetune.per_item_s
 
 
 def test_bad_profile_names_file_and_field(tmp_path) -> None:

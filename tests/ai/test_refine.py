@@ -31,6 +31,7 @@ from ivsim.phy import ChannelSampler, GridSpec
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "scenarios" / "nyc_brooklyn_bridge.yaml"
 TINY = LargeModelConfig(n_embd=32, n_layer=1, n_head=2, pilot_tokens=1)
+TINY_DCT = LargeModelConfig(n_embd=32, n_layer=1, n_head=2, pilot_tokens=1, tokens="dct", cov_rank=4)
 RMA = SystemLevelProfile(model="rma", los=True)
 TDL = LinkLevelProfile(model="tdl", variant="C", delay_spread_s=300e-9, pathloss=PathLossRef(model="umi", los=False))
 ASSUMED = (
@@ -65,6 +66,41 @@ def test_tokens_round_trip_and_pdp() -> None:
     pdp = power_delay_profile_db(h)
     assert pdp.shape == (72,) and abs(float(torch.pow(10.0, pdp / 10).sum()) - 1.0) < 1e-3
     assert int(pdp.argmax()) in (0, 1, 71)  # a 32 ns channel is one 463 ns tap wide
+
+
+def test_dct_tokens_round_trip_and_hold_a_slow_channel_in_their_first_coefficient() -> None:
+    h = ChannelSampler(RMA, GridSpec(), carrier_hz=3.5e9).sample(4, speed_mps=10.0, generator=torch.Generator().manual_seed(0))
+    tok = to_tokens(h, "dct")
+    assert tok.shape == (4, 14, 144)  # a token per DCT coefficient over the slot: 72 taps, real and imaginary
+    torch.testing.assert_close(from_tokens(tok, 1, 72, "dct"), h, atol=1e-5, rtol=1e-5)
+    energy = tok.pow(2).sum(dim=(0, 2))
+    assert float(energy[0] / energy.sum()) > 0.9  # 10 m/s at 3.5 GHz hardly changes a channel over a slot
+    # orthonormal: the tokens keep the channel's energy
+    assert float(tok.pow(2).sum()) == pytest.approx(float(h.abs().pow(2).sum()), rel=1e-4)
+
+
+def test_config_of_the_first_weights_reads_as_diagonal_symbol_tokens() -> None:
+    d = LargeModelConfig(tokens="dct", cov_rank=8).to_json()
+    assert d["tokens"] == "dct" and d["cov_rank"] == 8
+    del d["tokens"], d["cov_rank"]
+    old = LargeModelConfig.from_json(d)
+    assert old.tokens == "symbol" and old.cov_rank == 0
+    with pytest.raises(ValueError, match="tokens must be one of"):
+        LargeModelConfig(tokens="frame")
+
+
+def test_low_rank_nll_is_the_gaussian_log_density() -> None:
+    from ivsim.ai.large_model import ChannelGPT
+
+    net = ChannelGPT(TINY_DCT).eval().requires_grad_(False)
+    prefix = net.prefix(condition_vector(RMA, carrier_hz=3.5e9, speed_mps=torch.tensor([5.0, 9.0]), distance_m=100.0), None)
+    x = torch.randn(2, 14, 144)
+    mean, logvar, factor = net(prefix, x)
+    cov = factor[1, 3] @ factor[1, 3].T + torch.diag(torch.exp(logvar[1, 3]))
+    want = -torch.distributions.MultivariateNormal(mean[1, 3].double(), cov.double()).log_prob(x[1, 3].double()) / 144
+    assert float(net.nll(prefix, x)[1, 3]) == pytest.approx(float(want) - 0.5 * np.log(2 * np.pi), rel=1e-4)
+    tok = net.generate(prefix, generator=torch.Generator().manual_seed(0))
+    assert tok.shape == (2, 14, 144) and torch.isfinite(tok).all()
 
 
 def test_condition_vector_tells_scenes_apart() -> None:
@@ -258,3 +294,13 @@ def test_generation_report_and_card(tiny_lm, tmp_path) -> None:
     card = large_model_card(n=8, rows_cache=tmp_path)
     assert "ivsim train large-model --steps" in card and "held_out/" in card and "| nyc_brooklyn_bridge/rma_los |" in card
     assert (tmp_path / "large_model_report_8.json").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without a GPU")
+@pytest.mark.parametrize("what", [["large-model"], ["estimator", "--scenario", str(DEFAULT), "--scene", "river_bridge"]])
+def test_training_on_cuda_without_a_gpu_is_one_line(what, capsys, tmp_path) -> None:
+    from cli_checks import one_line_error
+
+    code = main(["train", *what, "--device", "cuda", "--steps", "1", "--out", str(tmp_path), "-q"])
+    line = one_line_error(capsys, code)
+    assert "cuda" in line and "allowed here: auto, cpu" in line
