@@ -77,6 +77,10 @@ def _downstream_lines(refine_eval: Path | None) -> list[str]:
             f"{r['generated'] - r['real']:+.2f} |"
         )
     lines.append(f"\nMean cost over these rows: {(piv['generated'] - piv['real']).mean():+.2f} dB.")
+    lines.append(
+        "What in the generated channels costs it (real channels altered one way at a time: static over the slot,"
+        "\nfaster, taps with random phases): `docs/refine/data_probe.md` (`python analysis/refine_data_probe.py`)."
+    )
     return lines
 
 

@@ -304,3 +304,21 @@ def test_training_on_cuda_without_a_gpu_is_one_line(what, capsys, tmp_path) -> N
     code = main(["train", *what, "--device", "cuda", "--steps", "1", "--out", str(tmp_path), "-q"])
     line = one_line_error(capsys, code)
     assert "cuda" in line and "allowed here: auto, cpu" in line
+
+
+def test_refine_data_probe_prints_one_row_per_kind_and_refuses_unknown_kinds() -> None:
+    import subprocess
+    import sys
+
+    script = REPO / "analysis" / "refine_data_probe.py"
+    small = ["--samples", "8", "--steps", "2", "--lr", "1e-3,1e-2", "--n-test", "4"]
+    out = subprocess.run([sys.executable, str(script), *small, "--data", "real_static,real_incoherent"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [ln.split("|")[1:-1] for ln in out.stdout.splitlines() if ln.startswith("| ")]
+    kinds = [r[0].strip() for r in rows[1:]]
+    assert kinds == ["unrefined", "real_static", "real_static", "real_incoherent", "real_incoherent"]
+    assert all(float(r[3]) < 0 and float(r[4]) < 0 for r in rows[1:])  # NMSE in dB at 0 and 10 dB
+    bad = subprocess.run([sys.executable, str(script), "--data", "fake"], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "unknown ['fake']" in bad.stderr
