@@ -21,8 +21,9 @@ every tap over the slot (predicted directly, not as a change), so that a slowly
 changing channel puts nearly all its energy in the first token; ``cov_rank > 0`` gives
 each token a low-rank-plus-diagonal Gaussian (``torch.distributions.
 LowRankMultivariateNormal``) that can carry how a path between two taps of the grid
-leaks into its neighbours with related values. Both are options for research: the
-model card reports what they gave when tried (worse than the shipped weights).
+leaks into its neighbours with related values. Both are options for research, not
+the shipped weights: ``docs/refine/data_probe.md`` says what short development runs of
+them gave and why the taps' joint structure matters.
 
 Sequence
 --------
@@ -148,7 +149,7 @@ def condition_vector(
 
 TOKEN_KINDS = ("dct", "symbol")
 """What a token is: one DCT coefficient over the slot of every delay tap (``dct``) or one OFDM symbol's taps
-(``symbol``, the first weights)."""
+(``symbol``, the shipped weights)."""
 
 
 def dct_matrix(n: int, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -254,11 +255,6 @@ class LargeModelConfig:
         return 2 * self.num_rx_ant * self.fft_size
 
     @property
-    def n_tokens(self) -> int:
-        """Tokens per channel."""
-        return self.num_ofdm_symbols
-
-    @property
     def pilot_dim(self) -> int:
         """Numbers of one pilot observation."""
         return 2 * self.num_rx_ant * len(self.pilot_ofdm_symbol_indices) * self.fft_size
@@ -312,7 +308,7 @@ class ChannelGPT(torch.nn.Module):
             vocab_size=1,
             bos_token_id=0,
             eos_token_id=0,
-            n_positions=config.prefix_len + config.n_tokens,
+            n_positions=config.prefix_len + config.num_ofdm_symbols,
             n_embd=d,
             n_layer=config.n_layer,
             n_head=config.n_head,
@@ -323,7 +319,7 @@ class ChannelGPT(torch.nn.Module):
         self.gpt = GPT2Model(gpt_cfg)
         self.head = torch.nn.Linear(d, (2 + int(config.cov_rank)) * config.token_dim)
         # Per-coordinate scale of the tokens, measured on the training data (set by train_large_model).
-        self.register_buffer("token_scale", torch.ones(config.n_tokens, config.token_dim))
+        self.register_buffer("token_scale", torch.ones(config.num_ofdm_symbols, config.token_dim))
 
     def num_parameters(self) -> int:
         """Trainable parameters."""
@@ -405,7 +401,7 @@ class ChannelGPT(torch.nn.Module):
         cond = prefix[:, :1]
         taps = []
         prev = torch.zeros(prefix.shape[0], self.config.token_dim, device=prefix.device)
-        for _ in range(self.config.n_tokens):
+        for _ in range(self.config.num_ofdm_symbols):
             out = self.gpt(inputs_embeds=x, cache=past, use_cache=True)
             past = out.past_key_values
             mean, logvar, factor = self._gaussian(out.last_hidden_state[:, -1], prev)
@@ -678,7 +674,7 @@ def train_large_model(
     pilot_snr_range_db: tuple[float, float] = (0.0, 25.0),
     pilot_prob: float = 0.5,
     input_noise: float = 0.02,
-    first_weight: float | None = 13.0,
+    first_weight: float = 13.0,
     per_profile: int = 1024,
     refresh_every: int = 25,
     refresh_size: int = 128,
@@ -799,7 +795,7 @@ def train_large_model(
             tok = torch.cat([to_tokens(p, cfg.tokens) for p in pools])
             net.token_scale.copy_(tok.pow(2).mean(0).sqrt().clamp_min(1e-3))
         scale = net.token_scale
-        w0 = float(first_weight) if first_weight is not None else 13.0
+        w0 = float(first_weight)
         n_prof, oldest, refresh_prof = len(names), [0] * len(names), 0
         pilot_idx = list(cfg.pilot_ofdm_symbol_indices)
         t0 = time.perf_counter() - float(state["elapsed_s"])
