@@ -199,9 +199,7 @@ def _build_parser() -> argparse.ArgumentParser:
     te.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the repo's models/)")
     te.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
     te.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    te.add_argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
-                    help="where to train (default cpu, as the shipped weights were; auto or cuda: on a GPU, "
-                    "reproducible but not bitwise equal to a CPU run)")  # fmt: skip
+    _add_train_device(te)
     te.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     tl = train_sub.add_parser(
@@ -218,9 +216,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="a token per OFDM symbol (default, the shipped weights) or per DCT coefficient over the slot")  # fmt: skip
     tl.add_argument("--cov-rank", type=int, default=0,
                     help="rank of each token's low-rank-plus-diagonal Gaussian (default 0: diagonal, the shipped weights)")  # fmt: skip
-    tl.add_argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
-                    help="where to train (default cpu, as the shipped weights were; auto or cuda: on a GPU, "
-                    "reproducible but not bitwise equal to a CPU run)")  # fmt: skip
+    _add_train_device(tl)
     tl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluations of the neural link (codecs x channel estimators x scenes)")
@@ -315,6 +311,14 @@ def _fail(message: str) -> int:
     for line in str(message).splitlines() or [""]:
         print(line, file=sys.stderr)
     return EXIT_USAGE
+
+
+def _add_train_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=("cpu", "auto", "cuda"), default="cpu",
+        help="where to train (default cpu, as the shipped weights were; auto or cuda: on a GPU, "
+        "reproducible but not bitwise equal to a CPU run)",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -205,12 +205,13 @@ def lora_finetune(
         raise ValueError(msg)
     alpha = float(alpha) if alpha is not None else float(rank)
     dev = torch.device(device)
-    net = copy.deepcopy(estimator.net).to(dev).train()
+    net = copy.deepcopy(estimator.net).to("cpu").train()
     for p in net.parameters():
         p.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # the adapter is initialised on the CPU on any device
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         inject_adapter_in_model(_lora_config(rank, alpha), net.unet)
+    net = net.to(dev)
     params = [p for n, p in net.named_parameters() if "lora_" in n]
     gen = generator
     if dev.type != "cpu":
