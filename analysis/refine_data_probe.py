@@ -19,7 +19,12 @@ estimator on 128 (`--n-test`) held-out real channels of the target scene at 0 an
 - `real_tap_shuffled`: every delay tap (over the whole slot) taken from another, randomly chosen realization: each
   tap keeps its distribution and its change over the slot, but the taps of one channel are independent, which is
   what any generator that draws the taps independently (a diagonal Gaussian per token) makes at best;
-- `generated`: the shipped large model's channels of the target scene (`ivsim refine`'s `after`).
+- `real_paths`: Sionna's paths (clusters) of the same channels as path tokens (`ivsim.ai.large_model.
+  paths_to_tokens`: delay, power, Doppler) rendered back with random phases: what a perfect path generator gives;
+- `real_path_shuffled`: the same with every path (by delay rank) taken from another realization: paths drawn
+  independently of each other;
+- `generated`: the large model's channels of the target scene (`ivsim refine`'s `after`; `--large-model PATH` for
+  other weights than the shipped ones).
 
 A kind that costs as much as `generated` points at what the generator gets wrong. `--steps` and `--lr` take comma
 lists (every combination is run). Each LoRA run takes about six minutes at K = 400 on one CPU thread, 25 s on a
@@ -32,7 +37,7 @@ import time
 import torch
 
 from ivsim.ai.estimator_train import received_qpsk
-from ivsim.ai.large_model import LargeModel
+from ivsim.ai.large_model import LargeModel, paths_to_tokens, tokens_to_paths
 from ivsim.ai.neural_link import grid_from_spec
 from ivsim.ai.refine import apply_adapter, lora_finetune
 from ivsim.ai.refine_eval import _base_estimator, _scene
@@ -40,7 +45,7 @@ from ivsim.config import load_scenario
 from ivsim.phy import ChannelSampler, OfdmMapper
 from ivsim.phy.ofdm import nmse_db
 
-KINDS = ("real", "real_static", "real_faster", "real_incoherent", "real_tap_shuffled", "generated")
+KINDS = ("real", "real_static", "real_faster", "real_incoherent", "real_tap_shuffled", "real_paths", "real_path_shuffled", "generated")
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--scenario", default="scenarios/nyc_brooklyn_bridge.yaml")
@@ -49,12 +54,13 @@ parser.add_argument("--to", dest="to_scene", default="river_bridge")
 parser.add_argument("--samples", type=int, default=1024)
 parser.add_argument("--steps", default="400", help="K, a comma list")
 parser.add_argument("--rank", type=int, default=16)
-parser.add_argument("--lr", default="1e-3", help="peak learning rate, a comma list")
+parser.add_argument("--lr", default="3e-3", help="peak learning rate, a comma list (default 3e-3, the recipe)")
 parser.add_argument("--data", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--n-test", type=int, default=128, help="held-out target-scene channels")
 parser.add_argument("--speed-factor", type=float, default=4 / 3, help="real_faster: speeds times this")
 parser.add_argument("--device", default="cpu", help="where LoRA fine-tunes (cpu or cuda)")
+parser.add_argument("--large-model", default=None, metavar="PATH", help="generated: these weights (default the shipped)")
 args = parser.parse_args()
 kinds = [k for k in args.data.split(",") if k]
 if bad := [k for k in kinds if k not in KINDS]:
@@ -79,9 +85,16 @@ def nmse(est, snr_db: float) -> float:
 
 def channels(kind: str, gen: torch.Generator) -> torch.Tensor:
     if kind == "generated":
-        return LargeModel().generate(prof_b, args.samples, carrier_hz=carrier, speed_mps=speeds, generator=gen)
+        return LargeModel(args.large_model).generate(prof_b, args.samples, carrier_hz=carrier, speed_mps=speeds, generator=gen)
     if kind == "real_faster":
         return sampler.sample(args.samples, speed_mps=tuple(v * args.speed_factor for v in speeds), generator=gen)
+    if kind in ("real_paths", "real_path_shuffled"):
+        a, tau = sampler.sample_paths(args.samples, speed_mps=speeds, generator=gen)
+        x = paths_to_tokens(a, tau, max_paths=a.shape[2])
+        if kind == "real_path_shuffled":
+            pick = torch.argsort(torch.rand((x.shape[0], x.shape[1]), generator=gen), dim=0)  # a permutation per path
+            x = torch.stack([x[pick[:, k], k] for k in range(x.shape[1])], dim=1)
+        return sampler.render_paths(*tokens_to_paths(x, n_sym=a.shape[-1], generator=gen))
     h = sampler.sample(args.samples, speed_mps=speeds, generator=gen)
     if kind == "real_static":
         return h.mean(dim=2, keepdim=True).expand_as(h).contiguous()

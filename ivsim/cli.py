@@ -212,10 +212,12 @@ def _build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/")
     tl.add_argument("--time-budget", type=float, default=None, metavar="S", help="stop after S wall seconds")
     tl.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    tl.add_argument("--tokens", choices=("symbol", "dct"), default="symbol",
-                    help="a token per OFDM symbol (default, the shipped weights) or per DCT coefficient over the slot")  # fmt: skip
-    tl.add_argument("--cov-rank", type=int, default=0,
-                    help="rank of each token's low-rank-plus-diagonal Gaussian (default 0: diagonal, the shipped weights)")  # fmt: skip
+    tl.add_argument("--tokens", choices=("path", "symbol", "dct"), default="path",
+                    help="a token per propagation path (default, the shipped weights), per OFDM symbol, or per DCT "
+                         "coefficient over the slot")  # fmt: skip
+    tl.add_argument("--cov-rank", type=int, default=2,
+                    help="rank of each token's low-rank-plus-diagonal Gaussian (default 2, the shipped weights: a full "
+                         "covariance of a path's 3 numbers; 0 = diagonal)")  # fmt: skip
     _add_train_device(tl)
     tl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -292,6 +294,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="refined states BASE:TARGET,... or none (default: the scene_rules default scene to every other scene)",
     )  # fmt: skip
     cal.add_argument("--adapters", metavar="DIR", help="cached adapters to reuse (default refinement.cache_dir)")
+    cal.add_argument("--reuse", metavar="TABLE",
+                     help="an earlier table of this calibration: copy its unchanged states, run only the others")  # fmt: skip
     cal.add_argument("--seed", type=int, default=None, help="seed of the calibration draws (default the scenario's)")
     cal.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -937,16 +941,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else ab.default_table_path(scenario.name)
     words = ["ivsim", "calibrate", args.scenario, *(f"--set={o}" for o in args.overrides)]
     for flag, value in (("--frames", args.frames), ("--snr", args.snr), ("--speed-edges", args.speed_edges),
-                        ("--refined", args.refined), ("--adapters", args.adapters), ("--seed", args.seed),
+                        ("--refined", args.refined), ("--adapters", args.adapters), ("--reuse", args.reuse),
+                        ("--seed", args.seed),
                         ("--threads", args.threads), ("-o", args.output)):  # fmt: skip
         if value is not None:
             words.append(f"{flag}={value}")
+    reuse = ab.CalibrationTable.read(args.reuse) if args.reuse is not None else None
     import torch
 
     torch.set_num_threads(args.threads)  # process-wide, owned by this command
     table = ab.calibrate(
         scenario, frames=args.frames, snr_db=snrs, speed_edges=edges, refined=refined, seed=args.seed,
-        adapters_dir=args.adapters, command=shlex.join(words), progress=not args.quiet,
+        adapters_dir=args.adapters, command=shlex.join(words), progress=not args.quiet, reuse=reuse,
     )  # fmt: skip
     path = table.write(out)
     print(

@@ -6,24 +6,29 @@ downloaded) that generates channel realizations of a scene it is asked for.
 
 Tokens
 ------
-A channel ``h [n_rx, n_sym, n_sc]`` is taken to the delay domain (an orthonormal
-inverse DFT over the subcarriers, per OFDM symbol). With ``tokens="symbol"`` (the
-shipped weights) token ``t`` is OFDM symbol ``t``: its ``n_sc`` delay taps on every
-receive antenna, real and imaginary parts, ``2 n_rx n_sc`` numbers, divided by a
-per-coordinate scale measured on the training data (a 14 x 72 SISO grid is 14 tokens
-of 144 numbers), each predicted as a change from the symbol before. Under the
-wide-sense-stationary uncorrelated-scattering model the taps of one symbol are nearly
-uncorrelated and their variances are the power-delay profile: the delay spread, which
-is what an estimator trained in one scene gets wrong in another.
+With ``tokens="path"`` (the shipped weights) a token is one propagation path, as the
+TR 38.901 models draw them (:meth:`~ivsim.phy.ChannelSampler.sample_paths`: the
+clusters of UMi/UMa/RMa, the taps of TDL/CDL), in order of delay: its delay step from
+the path before, its power over the slot and its phase advance per OFDM symbol (its
+Doppler shift), three numbers divided by a per-coordinate scale measured on the training
+data (:func:`paths_to_tokens`; up to ``max_paths`` = 24 paths, absent ones padded on a
+power floor). A path's phase is not modelled: in the TR 38.901 models it is uniform and
+independent of everything else, so :func:`tokens_to_paths` draws it, and the paths are
+rendered onto the grid by Sionna's ``cir_to_ofdm_channel``. A channel's taps on the
+463 ns grid are then related as they are in real channels (a path between two taps leaks
+into both with related values, and every tap of a path moves with its Doppler), which a
+generator of independent taps cannot give: ``docs/refine/data_probe.md`` measures what
+that costs a refinement. One receive antenna.
 
-``tokens="dct"`` makes token ``k`` the ``k``-th coefficient of an orthonormal DCT of
-every tap over the slot (predicted directly, not as a change), so that a slowly
-changing channel puts nearly all its energy in the first token; ``cov_rank > 0`` gives
+``tokens="symbol"`` (the weights shipped before the path tokens) takes the channel to the
+delay domain (an orthonormal inverse DFT over the subcarriers, per OFDM symbol): token
+``t`` is OFDM symbol ``t``, its ``n_sc`` delay taps on every receive antenna, real and
+imaginary parts (a 14 x 72 SISO grid is 14 tokens of 144 numbers), each predicted as a
+change from the symbol before. ``tokens="dct"`` makes token ``k`` the ``k``-th
+coefficient of an orthonormal DCT of every tap over the slot. ``cov_rank > 0`` gives
 each token a low-rank-plus-diagonal Gaussian (``torch.distributions.
-LowRankMultivariateNormal``) that can carry how a path between two taps of the grid
-leaks into its neighbours with related values. Both are options for research, not
-the shipped weights: ``docs/refine/data_probe.md`` says what short development runs of
-them gave and why the taps' joint structure matters.
+LowRankMultivariateNormal``); the shipped weights use rank 2, a full covariance of a
+path's three numbers.
 
 Sequence
 --------
@@ -61,7 +66,7 @@ import torch
 
 from ivsim.config.schema import LinkLevelProfile, PathLossRef, SystemLevelProfile, profile_hash
 from ivsim.errors import ModelError
-from ivsim.phy import ChannelSampler, GridSpec
+from ivsim.phy import ChannelSampler, GridSpec, paths_to_grid
 
 __all__ = [
     "LARGE_MODEL_ARCHITECTURE",
@@ -73,8 +78,10 @@ __all__ = [
     "generation_report",
     "large_model_weights_path",
     "nominal_delay_spread_s",
+    "paths_to_tokens",
     "power_delay_profile_db",
     "to_tokens",
+    "tokens_to_paths",
     "train_large_model",
     "training_profiles",
 ]
@@ -147,9 +154,9 @@ def condition_vector(
 # --------------------------------------------------------------------------- tokens
 
 
-TOKEN_KINDS = ("dct", "symbol")
-"""What a token is: one DCT coefficient over the slot of every delay tap (``dct``) or one OFDM symbol's taps
-(``symbol``, the shipped weights)."""
+TOKEN_KINDS = ("dct", "path", "symbol")
+"""What a token is: one DCT coefficient over the slot of every delay tap (``dct``), one propagation path
+(``path``: its delay step, power and Doppler, :func:`paths_to_tokens`) or one OFDM symbol's taps (``symbol``)."""
 
 
 def dct_matrix(n: int, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -186,6 +193,62 @@ def from_tokens(x: torch.Tensor, n_rx: int, n_sc: int, kind: str = "symbol") -> 
     return torch.fft.fft(d, dim=-1, norm="ortho").to(torch.complex64)
 
 
+PATH_DELAY_UNIT_S = 10e-9
+"""Delay unit of a path token: its first number is ``log(1 + delay step / 10 ns)``."""
+PATH_POWER_FLOOR_DB = -60.0
+"""Path powers are clipped here (absent paths, zero in Sionna's output, sit on the floor)."""
+
+
+def paths_to_tokens(a: torch.Tensor, tau: torch.Tensor, *, max_paths: int) -> torch.Tensor:
+    """Paths ``a [B, 1, P, n_sym]`` complex, ``tau [B, P]`` s -> tokens ``[B, max_paths, 3]`` (unscaled).
+
+    One token per path in order of delay (:meth:`~ivsim.phy.ChannelSampler.sample_paths`'s
+    clusters or taps): ``log(1 + (tau_p - tau_{p-1}) / 10 ns)`` (the first path's step
+    from 0), the path's power over the slot in dB / 10 (floored at -60 dB), and its
+    phase advance per OFDM symbol in radians (its Doppler shift). Its phase is left out:
+    every path's phase is uniform and independent of the rest in the TR 38.901 models, so
+    :func:`tokens_to_paths` draws it. Fewer than ``max_paths`` paths are padded with
+    absent ones (zero step, the power floor); more are cut to the strongest.
+    """
+    if a.shape[1] != 1:
+        msg = f"path tokens are for one receive antenna, got {a.shape[1]}"
+        raise ValueError(msg)
+    a = a[:, 0]  # [B, P, T]
+    power = a.abs().pow(2).mean(dim=-1)
+    if a.shape[1] > max_paths:
+        keep = power.topk(max_paths, dim=1).indices
+        a, tau, power = a.gather(1, keep[..., None].expand(-1, -1, a.shape[-1])), tau.gather(1, keep), power.gather(1, keep)
+    order = tau.argsort(dim=1)
+    a, tau, power = a.gather(1, order[..., None].expand(-1, -1, a.shape[-1])), tau.gather(1, order), power.gather(1, order)
+    step = torch.diff(tau, dim=1, prepend=torch.zeros_like(tau[:, :1])).clamp_min(0.0)
+    x_delay = torch.log1p(step / PATH_DELAY_UNIT_S)
+    x_power = (10.0 * torch.log10(power.clamp_min(1e-30))).clamp_min(PATH_POWER_FLOOR_DB) / 10.0
+    x_rate = torch.angle((a[..., 1:] * a[..., :-1].conj()).sum(dim=-1))
+    x = torch.stack([x_delay, x_power, x_rate], dim=-1).to(torch.float32)
+    if x.shape[1] < max_paths:
+        pad = torch.zeros(x.shape[0], max_paths - x.shape[1], 3, dtype=x.dtype, device=x.device)
+        pad[..., 1] = PATH_POWER_FLOOR_DB / 10.0
+        x = torch.cat([x, pad], dim=1)
+    return x
+
+
+def tokens_to_paths(x: torch.Tensor, *, n_sym: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`paths_to_tokens` with a uniform phase per path: ``(a [B, 1, P, n_sym], tau [B, P])``.
+
+    Path ``p`` is ``10^(power/20) exp(j (phi_p + rate_p (t - (n_sym - 1) / 2)))`` at OFDM
+    symbol ``t``, ``phi_p`` drawn from ``generator``; its delay is the running sum of the steps.
+    """
+    step = PATH_DELAY_UNIT_S * torch.expm1(x[..., 0].clamp(0.0, 12.0))
+    tau = torch.cumsum(step, dim=1)
+    amp = torch.pow(10.0, x[..., 1].clamp(max=1.0) / 2.0)  # dB / 10 -> amplitude; powers above 10 dB are cut
+    amp = torch.where(x[..., 1] <= PATH_POWER_FLOOR_DB / 10.0, torch.zeros_like(amp), amp)
+    phi = 2.0 * math.pi * torch.rand(amp.shape, generator=generator, device=x.device)
+    t = torch.arange(n_sym, dtype=x.dtype, device=x.device) - (n_sym - 1) / 2.0
+    phase = phi[..., None] + x[..., 2:3] * t
+    a = torch.polar(amp[..., None].expand_as(phase).contiguous(), phase)
+    return a[:, None].to(torch.complex64), tau.to(torch.float32)
+
+
 def power_delay_profile_db(h: torch.Tensor) -> torch.Tensor:
     """Mean power per delay tap ``[n_sc]`` in dB (relative to the total) of channels ``[B, n_rx, n_sym, n_sc]``."""
     dd = torch.fft.ifft(h, dim=-1, norm="ortho")
@@ -211,12 +274,17 @@ class LargeModelConfig:
     pilot_tokens
         Prefix tokens that carry the pilot observations.
     tokens
-        ``"symbol"`` (a token per OFDM symbol, each predicted as a change from the one
-        before; the shipped weights) or ``"dct"`` (a token per DCT coefficient over the
-        slot, predicted directly): see :func:`to_tokens`.
+        ``"path"`` (the shipped weights: a token per propagation path, rendered onto the
+        grid, :func:`paths_to_tokens`; one receive antenna), ``"symbol"`` (a token per
+        OFDM symbol, each predicted as a change from the one before) or ``"dct"`` (a
+        token per DCT coefficient over the slot): see :func:`to_tokens`.
+    max_paths
+        Path tokens per channel (``tokens="path"``).
+    subcarrier_spacing_hz
+        Of the grid the paths are rendered onto (``tokens="path"``).
     cov_rank
         Rank of the low-rank part of each token's Gaussian (covariance ``L L^T + diag``);
-        0 (the shipped weights) is a diagonal Gaussian.
+        0 is a diagonal Gaussian; the shipped weights' 2 with path tokens is a full one.
     """
 
     num_ofdm_symbols: int = 14
@@ -227,8 +295,10 @@ class LargeModelConfig:
     n_layer: int = 4
     n_head: int = 4
     pilot_tokens: int = 2
-    tokens: str = "symbol"
-    cov_rank: int = 0
+    tokens: str = "path"
+    cov_rank: int = 2
+    max_paths: int = 24
+    subcarrier_spacing_hz: float = 30e3
 
     def __post_init__(self) -> None:
         if self.tokens not in TOKEN_KINDS:
@@ -236,6 +306,9 @@ class LargeModelConfig:
             raise ValueError(msg)
         if not 0 <= int(self.cov_rank) <= 64:
             msg = f"cov_rank must be 0..64, got {self.cov_rank}"
+            raise ValueError(msg)
+        if self.tokens == "path" and (self.num_rx_ant != 1 or not 1 <= int(self.max_paths) <= 256):
+            msg = f"path tokens need one receive antenna and 1..256 paths, got {self.num_rx_ant} and {self.max_paths}"
             raise ValueError(msg)
 
     @classmethod
@@ -246,13 +319,19 @@ class LargeModelConfig:
             fft_size=grid.fft_size,
             num_rx_ant=grid.num_rx_ant,
             pilot_ofdm_symbol_indices=tuple(grid.pilot_ofdm_symbol_indices),
+            subcarrier_spacing_hz=grid.subcarrier_spacing_hz,
             **kw,
         )
 
     @property
     def token_dim(self) -> int:
         """Numbers per token."""
-        return 2 * self.num_rx_ant * self.fft_size
+        return 3 if self.tokens == "path" else 2 * self.num_rx_ant * self.fft_size
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens per channel."""
+        return int(self.max_paths) if self.tokens == "path" else self.num_ofdm_symbols
 
     @property
     def pilot_dim(self) -> int:
@@ -275,8 +354,10 @@ class LargeModelConfig:
         """Inverse of :meth:`to_json`."""
         d = dict(d)
         d["pilot_ofdm_symbol_indices"] = tuple(d["pilot_ofdm_symbol_indices"])
-        d.setdefault("tokens", "symbol")  # weights made before these options
+        d.setdefault("tokens", "symbol")  # weights made before these options (symbol tokens, diagonal)
         d.setdefault("cov_rank", 0)
+        d.setdefault("max_paths", 24)
+        d.setdefault("subcarrier_spacing_hz", 30e3)
         return cls(**d)
 
 
@@ -308,7 +389,7 @@ class ChannelGPT(torch.nn.Module):
             vocab_size=1,
             bos_token_id=0,
             eos_token_id=0,
-            n_positions=config.prefix_len + config.num_ofdm_symbols,
+            n_positions=config.prefix_len + config.n_tokens,
             n_embd=d,
             n_layer=config.n_layer,
             n_head=config.n_head,
@@ -319,7 +400,7 @@ class ChannelGPT(torch.nn.Module):
         self.gpt = GPT2Model(gpt_cfg)
         self.head = torch.nn.Linear(d, (2 + int(config.cov_rank)) * config.token_dim)
         # Per-coordinate scale of the tokens, measured on the training data (set by train_large_model).
-        self.register_buffer("token_scale", torch.ones(config.num_ofdm_symbols, config.token_dim))
+        self.register_buffer("token_scale", torch.ones(config.n_tokens, config.token_dim))
 
     def num_parameters(self) -> int:
         """Trainable parameters."""
@@ -391,7 +472,7 @@ class ChannelGPT(torch.nn.Module):
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, *, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
-        """Sample scaled tokens ``[B, n_sym, token_dim]`` one symbol after another (key/value cache)."""
+        """Sample scaled tokens ``[B, n_tokens, token_dim]`` one after another (key/value cache)."""
         with _quiet_transformers():
             return self._generate(prefix, generator=generator, temperature=temperature)
 
@@ -401,7 +482,7 @@ class ChannelGPT(torch.nn.Module):
         cond = prefix[:, :1]
         taps = []
         prev = torch.zeros(prefix.shape[0], self.config.token_dim, device=prefix.device)
-        for _ in range(self.config.num_ofdm_symbols):
+        for _ in range(self.config.n_tokens):
             out = self.gpt(inputs_embeds=x, cache=past, use_cache=True)
             past = out.past_key_values
             mean, logvar, factor = self._gaussian(out.last_hidden_state[:, -1], prev)
@@ -473,6 +554,11 @@ class LargeModel:
         self.path = path
         self.device = torch.device(device)
         self.net.to(self.device).eval()
+        c = self.config
+        self._grid = GridSpec(
+            num_ofdm_symbols=c.num_ofdm_symbols, fft_size=c.fft_size, subcarrier_spacing_hz=c.subcarrier_spacing_hz,
+            pilot_ofdm_symbol_indices=c.pilot_ofdm_symbol_indices,
+        )  # fmt: skip
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
@@ -483,6 +569,12 @@ class LargeModel:
     def check_grid(self, grid: GridSpec) -> None:
         """Raise :class:`ModelError` unless ``grid`` is the one the model generates."""
         want = (grid.num_rx_ant, grid.num_ofdm_symbols, grid.fft_size)
+        if self.config.tokens == "path" and grid.subcarrier_spacing_hz != self.config.subcarrier_spacing_hz:
+            msg = (
+                f"{self.path}: the large model renders its paths at {self.config.subcarrier_spacing_hz / 1e3:g} kHz "
+                f"subcarrier spacing, not {grid.subcarrier_spacing_hz / 1e3:g} kHz"
+            )
+            raise ModelError(msg)
         if want != self.grid_shape:
             msg = (
                 f"{self.path}: the large model generates {self.grid_shape[1]} x {self.grid_shape[2]} grids with "
@@ -527,9 +619,9 @@ class LargeModel:
             Realizations per generation pass.
         normalize
             Rescale the ``n`` channels to unit mean power per resource element, the
-            normalisation of the training channels (sampling symbol after symbol
-            drifts in power for rich profiles: ``models/large_model.md`` reports the
-            raw power). The shape of the power-delay profile is left as generated.
+            normalisation of the training channels (sampled paths can be too strong or
+            too weak: ``models/large_model.md`` reports the raw power). The shape of
+            the power-delay profile is left as generated.
 
         Returns
         -------
@@ -556,8 +648,12 @@ class LargeModel:
         for s in range(0, n, batch_size):
             pf = p_flat[s : s + batch_size] if p_flat is not None else None
             prefix = self.net.prefix(cond[s : s + batch_size], pf)
-            tok = self.net.generate(prefix, generator=generator)
-            outs.append(from_tokens(tok * self.net.token_scale, c.num_rx_ant, c.fft_size, c.tokens))
+            tok = self.net.generate(prefix, generator=generator) * self.net.token_scale
+            if c.tokens == "path":
+                a, tau = tokens_to_paths(tok, n_sym=c.num_ofdm_symbols, generator=generator)
+                outs.append(paths_to_grid(a, tau, self._grid))
+            else:
+                outs.append(from_tokens(tok, c.num_rx_ant, c.fft_size, c.tokens))
         h = torch.cat(outs)
         if normalize:
             h = h / h.abs().pow(2).mean().sqrt().clamp_min(1e-12)
@@ -652,15 +748,16 @@ def training_profiles(scenario_files: Sequence[str | Path] | None = None) -> tup
 
 
 def _draw(
-    sampler: ChannelSampler, n: int, *, speed_range_mps: tuple[float, float], gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` channels with their speeds and distances (one distance band per call)."""
+    sampler: ChannelSampler, n: int, *, speed_range_mps: tuple[float, float], gen: torch.Generator, max_paths: int = 0
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """``n`` channels, their path tokens (``max_paths > 0``), speeds and distances (one distance band per call)."""
     lo, hi = speed_range_mps
     speed = lo + (hi - lo) * torch.rand(n, generator=gen, device=gen.device)
     d = 30.0 + 270.0 * float(torch.rand((), generator=gen, device=gen.device))
     sampler.distance_m = (d, d)
-    h = sampler.sample(n, speed_mps=speed, generator=gen)
-    return h, speed, torch.full((n,), d, device=gen.device)
+    a, tau = sampler.sample_paths(n, speed_mps=speed, generator=gen)  # the draws of sampler.sample
+    tok = paths_to_tokens(a, tau, max_paths=max_paths) if max_paths > 0 else None
+    return sampler.render_paths(a, tau), tok, speed, torch.full((n,), d, device=gen.device)
 
 
 def train_large_model(
@@ -674,7 +771,7 @@ def train_large_model(
     pilot_snr_range_db: tuple[float, float] = (0.0, 25.0),
     pilot_prob: float = 0.5,
     input_noise: float = 0.02,
-    first_weight: float = 13.0,
+    first_weight: float | None = None,
     per_profile: int = 1024,
     refresh_every: int = 25,
     refresh_size: int = 128,
@@ -713,7 +810,8 @@ def train_large_model(
         Standard deviation of the noise added to the (scaled) input tokens.
     first_weight
         Weight of the first token's negative log-likelihood against 1 for each other
-        (default 13: the first token carries the power-delay profile, the others how it moves over the slot).
+        (default 13 for symbol and DCT tokens: the first carries the power-delay profile,
+        the others how it moves over the slot; 1 for path tokens).
     per_profile
         Channels per profile in the pool; ``refresh_size`` of one profile's are redrawn
         every ``refresh_every`` steps (round robin).
@@ -779,23 +877,28 @@ def train_large_model(
                 logger.info("resuming the large model from step %d", state["step"])
         names = list(profiles)
         samplers = [ChannelSampler(profiles[k], grid, carrier_hz=carrier_hz, device=dev) for k in names]
-        conds, pools, t_pool = [], [], time.perf_counter()
+        n_paths = int(cfg.max_paths) if cfg.tokens == "path" else 0
+        conds, pools, tok_pools, t_pool = [], [], [], time.perf_counter()
         for k, s in zip(names, samplers, strict=True):
-            hs, sp, ds = [], [], []
+            hs, ts, sp, ds = [], [], [], []
             for i in range(0, per_profile, 256):
-                h, v, d = _draw(s, min(256, per_profile - i), speed_range_mps=speed_range_mps, gen=gen)
+                h, tk, v, d = _draw(
+                    s, min(256, per_profile - i), speed_range_mps=speed_range_mps, gen=gen, max_paths=n_paths
+                )
                 hs.append(h)
+                ts.append(tk)
                 sp.append(v)
                 ds.append(d)
             pools.append(torch.cat(hs))
+            tok_pools.append(torch.cat(ts) if n_paths else None)
             conds.append((torch.cat(sp), torch.cat(ds)))
             logger.info("pool of %s drawn", k)
         logger.info("channel pools of %d profiles drawn in %.1f s", len(names), time.perf_counter() - t_pool)
         if int(state["step"]) == 0:
-            tok = torch.cat([to_tokens(p, cfg.tokens) for p in pools])
+            tok = torch.cat(tok_pools if n_paths else [to_tokens(p, cfg.tokens) for p in pools])
             net.token_scale.copy_(tok.pow(2).mean(0).sqrt().clamp_min(1e-3))
         scale = net.token_scale
-        w0 = float(first_weight)
+        w0 = float(first_weight if first_weight is not None else (1.0 if n_paths else 13.0))
         n_prof, oldest, refresh_prof = len(names), [0] * len(names), 0
         pilot_idx = list(cfg.pilot_ofdm_symbol_indices)
         t0 = time.perf_counter() - float(state["elapsed_s"])
@@ -816,9 +919,13 @@ def train_large_model(
             while step < steps:
                 if step > 0 and step % refresh_every == 0:
                     j = refresh_prof
-                    h, v, d = _draw(samplers[j], refresh_size, speed_range_mps=speed_range_mps, gen=gen)
+                    h, tk, v, d = _draw(
+                        samplers[j], refresh_size, speed_range_mps=speed_range_mps, gen=gen, max_paths=n_paths
+                    )
                     idx = (torch.arange(refresh_size, device=dev) + oldest[j]) % per_profile
                     pools[j][idx] = h
+                    if n_paths:
+                        tok_pools[j][idx] = tk
                     conds[j][0][idx] = v
                     conds[j][1][idx] = d
                     oldest[j] = (oldest[j] + refresh_size) % per_profile
@@ -841,7 +948,10 @@ def train_large_model(
                 snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen, device=dev)
                 pil = _pilot_features(pilot_observations(h, pilot_idx, snr, gen))
                 has = torch.rand(batch_size, generator=gen, device=dev) < pilot_prob
-                x = to_tokens(h, cfg.tokens) / scale
+                if n_paths:
+                    x = torch.stack([tok_pools[int(w)][int(i)] for w, i in zip(which, item, strict=True)]) / scale
+                else:
+                    x = to_tokens(h, cfg.tokens) / scale
                 for g in opt.param_groups:
                     g["lr"] = warmup_cosine_lr(step, lr=lr, steps=steps, warm=100)
                 x_in = x + input_noise * torch.randn(x.shape, generator=gen, device=dev)

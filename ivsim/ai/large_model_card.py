@@ -24,6 +24,7 @@ import torch
 
 from ivsim.ai.large_model import (
     LargeModel,
+    LargeModelConfig,
     generation_report,
     large_model_weights_path,
     nominal_delay_spread_s,
@@ -105,19 +106,19 @@ def large_model_card(*, refine_eval: Path | None = None, n: int = 512, rows_cach
         "# large_model: the cloud's GPT-2 channel generator",
         "",
         "`large_model.safetensors` is `ivsim.ai.large_model.ChannelGPT`: a GPT-2 backbone (transformers `GPT2Model`,",
-        "randomly initialised and trained by ivsim, nothing downloaded) over continuous channel tokens. Each OFDM symbol",
-        "of a 14 x 72 channel grid is one token: its 72 delay taps (an inverse DFT over the subcarriers), real and",
-        "imaginary. A prefix carries the scene profile (family, LOS, CDL/TDL variant, nominal delay spread, K-factor,",
-        "carrier), the vehicle's speed and distance to its base station, and optionally LS pilot observations the",
-        "vehicle uploads. A regression head predicts each next symbol as a diagonal Gaussian whose mean is a change",
-        "from the symbol before (trained with the Gaussian negative log-likelihood); generation samples symbol after",
-        "symbol with the key/value cache and rescales the batch to unit mean power. The cloud uses it to generate N",
-        "channels of the scene a vehicle is entering, on which the vehicle's diffusion estimator is refined with LoRA.",
+        "randomly initialised and trained by ivsim, nothing downloaded) over continuous channel tokens.",
+        *_token_lines(cfg),
+        "A prefix carries the scene profile (family, LOS, CDL/TDL variant, nominal delay spread, K-factor, carrier), the",
+        "vehicle's speed and distance to its base station, and optionally LS pilot observations the vehicle uploads.",
+        "The model is trained with the Gaussian negative log-likelihood; generation samples token after token with the",
+        "key/value cache and rescales the batch to unit mean power. The cloud uses it to generate N channels of the",
+        "scene a vehicle is entering, on which the vehicle's diffusion estimator is refined with LoRA.",
         "",
         "| | |",
         "|---|---|",
         f"| architecture | {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, {cfg.prefix_len} prefix + "
-        f"{cfg.num_ofdm_symbols} symbol tokens of {cfg.token_dim} numbers |",
+        f"{cfg.n_tokens} {cfg.tokens} tokens of {cfg.token_dim} numbers, "
+        f"{'diagonal Gaussian' if not cfg.cov_rank else f'rank-{cfg.cov_rank}-plus-diagonal Gaussian'} |",
         f"| parameters | {lm.net.num_parameters():,} |",
         f"| weight file | {path.stat().st_size:,} bytes, float16 |",
         f"| sha256 | `{sha}` |",
@@ -130,7 +131,8 @@ def large_model_card(*, refine_eval: Path | None = None, n: int = 512, rows_cach
         "",
         "## Command",
         "```bash",
-        f"ivsim train large-model --steps {steps} --batch {batch} --seed {seed}",
+        f"ivsim train large-model --steps {steps} --batch {batch} --seed {seed} --tokens {cfg.tokens} "
+        f"--cov-rank {cfg.cov_rank}",
         "```",
         "",
         "## Generated vs real channels",
@@ -159,6 +161,23 @@ def large_model_card(*, refine_eval: Path | None = None, n: int = 512, rows_cach
     lines += _downstream_lines(refine_eval)
     lines += _timing_lines()
     return "\n".join(lines) + "\n"
+
+
+def _token_lines(cfg: LargeModelConfig) -> list[str]:
+    if cfg.tokens == "path":
+        return [
+            "Each token is one propagation path of the channel (the clusters or taps of the TR 38.901 model, in order of",
+            f"delay, up to {cfg.max_paths}): its delay step from the path before, its power over the slot and its phase",
+            "advance per OFDM symbol (Doppler); each path's phase is drawn uniformly, as in the TR 38.901 models, and the",
+            "paths are rendered onto the 14 x 72 grid with Sionna's `cir_to_ofdm_channel`. A regression head predicts",
+            "each next path as a Gaussian over its three numbers"
+            + (" (full covariance)." if cfg.cov_rank >= 2 else f" (covariance rank {cfg.cov_rank} plus diagonal)."),
+        ]
+    return [
+        f"Each {'OFDM symbol' if cfg.tokens == 'symbol' else 'DCT coefficient over the slot'} of a 14 x 72 channel grid",
+        "is one token: its 72 delay taps (an inverse DFT over the subcarriers), real and imaginary; a regression head",
+        "predicts each next token as a Gaussian.",
+    ]
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

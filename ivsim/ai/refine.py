@@ -156,7 +156,7 @@ def lora_finetune(
     steps: int,
     rank: int = 8,
     alpha: float | None = None,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     batch_size: int = 32,
     snr_range_db: tuple[float, float] = (-5.0, 25.0),
     generator: torch.Generator,
@@ -177,7 +177,9 @@ def lora_finetune(
     rank, alpha
         LoRA rank and scaling (``alpha`` defaults to ``rank``).
     lr
-        Peak Adam learning rate (10 warm-up steps, then a cosine decay to 10 %).
+        Peak Adam learning rate (10 warm-up steps, then a cosine decay to 10 %; 3e-3: on the
+        shipped large model's channels 1e-3 gains less and 1e-2 wrecks the estimator by K = 1,000,
+        ``docs/refine/data_probe.md``).
     batch_size
         Channels per step (drawn with replacement from ``channels``).
     snr_range_db

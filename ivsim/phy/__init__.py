@@ -7,7 +7,7 @@ arguments (see :mod:`ivsim.phy._sionna` for how Sionna's draws are routed).
 
 from __future__ import annotations
 
-from ivsim.phy.channels import ChannelSampler, SpeedSpec, covariances
+from ivsim.phy.channels import ChannelSampler, SpeedSpec, covariances, paths_to_grid
 from ivsim.phy.ofdm import (
     ChannelCovariance,
     ChannelEstimator,
@@ -36,5 +36,6 @@ __all__ = [
     "covariances",
     "lmmse_equalize",
     "nmse_db",
+    "paths_to_grid",
     "noise_variance",
 ]

@@ -944,6 +944,32 @@ class CalibratedRefiner(AnalyticRefiner):
 # --------------------------------------------------------------------------- calibration (torch)
 
 
+def _reusable(old: CalibrationTable, states: list[EstimatorState], same: dict[str, Any]) -> dict[int, int]:
+    """``{new state index: old state index}`` of the states ``old`` holds unchanged.
+
+    ``same`` maps what must agree (metadata keys, ``"codec weights"``, ``"scene 'x'"``) to its value here.
+    """
+    m = old.meta
+    have = {
+        **{k: m.get(k) for k in ("scene_order", "snr_db", "speed_edges", "frames", "seed", "grid", "image_size",
+                                 "images", "direction", "estimator")},
+        "codec weights": (m.get("codec") or {}).get("weights_sha16"),
+        **{f"scene {n!r}": {k: (m.get("scenes") or {}).get(n, {}).get(k) for k in ("profile_hash", "weights_sha16")}
+           for n in same["scene_order"]},
+    }  # fmt: skip
+    differ = [k for k, v in same.items() if json.dumps(have[k], sort_keys=True) != json.dumps(v, sort_keys=True)]
+    if differ:
+        msg = f"{old.path}: cannot reuse this calibration table: its {', '.join(differ)} differ from this calibration's"
+        raise IvsimError(msg)
+    by_key = {st["key"]: (j, st) for j, st in enumerate(m["states"])}
+    out = {}
+    for e, st in enumerate(states):
+        j, old_st = by_key.get(st.key, (None, None))
+        if j is not None and old_st.get("adapter_id", "") == st.adapter_id and old_st.get("estimator") == st.estimator:
+            out[e] = j
+    return out
+
+
 def calibrate(
     scenario: Scenario,
     *,
@@ -956,6 +982,7 @@ def calibrate(
     batch_size: int = 96,
     command: str = "",
     progress: bool = False,
+    reuse: CalibrationTable | None = None,
 ) -> CalibrationTable:
     """Run the scenario's full link over the calibration grid (see the module docstring).
 
@@ -982,6 +1009,12 @@ def calibrate(
         The command line, recorded in the metadata.
     progress
         A progress bar on stderr.
+    reuse
+        An earlier table of the same calibration (scenes, weights, codec, grid, bins,
+        frames and seed): its states that are unchanged (the same key and adapter id)
+        are copied instead of run again (the link's draws depend on the frames, not on
+        which states share a batch, so the copy is what running them would give);
+        the others, new refinements for instance, are run.
 
     Returns
     -------
@@ -1076,6 +1109,22 @@ def calibrate(
                 "calibration: refined state %s (adapter %s, %s)", key, work.adapter_id, adapters_meta[key]["source"]
             )
 
+    # ---- copied from an earlier table: the states it holds unchanged
+    copied: dict[int, int] = {}
+    if reuse is not None:
+        codec_path = getattr(ev.codec, "weights_path", None)
+        same = {
+            "scene_order": list(names), "snr_db": list(bins), "speed_edges": list(edges), "frames": int(frames),
+            "seed": int(seed), "grid": spec.grid.model_dump(mode="json"), "image_size": list(spec.image_size),
+            "images": None if spec.images is None else _rel(spec.images), "direction": spec.direction,
+            "codec weights": _sha16(codec_path) if codec_path is not None else None,
+            "estimator": {"kind": spec.estimator.kind, "num_inference_steps": spec.estimator.num_inference_steps,
+                          "start": spec.estimator.start},
+            **{f"scene {n!r}": {k: scene_meta[n][k] for k in ("profile_hash", "weights_sha16")} for n in names},
+        }  # fmt: skip
+        copied = _reusable(reuse, states, same)
+        log.info("calibration: %d of %d states copied from %s", len(copied), len(states), reuse.path)
+
     # ---- calibration frames of one channel scene: SNR bin x speed bin x frames, images k mod n
     n_img = len(ev.images)
     s_idx, v_idx, k_idx = (a.ravel() for a in np.meshgrid(np.arange(len(bins)), np.arange(len(edges) - 1),
@@ -1085,7 +1134,10 @@ def calibrate(
     speed_rng = streams.numpy("calibration/speeds")
     values = np.full((len(states), len(names), len(bins), len(edges) - 1, frames, len(METRICS)), np.nan, np.float32)
     speeds = np.full((len(names), len(bins), len(edges) - 1, frames), np.nan, np.float32)
-    bar = tqdm(total=len(names) * n_frames * len(states), desc="calibrate", unit="frame", disable=not progress)
+    for e, j in copied.items():
+        values[e] = reuse.values[j]  # type: ignore[union-attr]
+    bar = tqdm(total=len(names) * n_frames * (len(states) - len(copied)), desc="calibrate", unit="frame",
+               disable=not progress)  # fmt: skip
     carrier = float(scenario.base_stations[0].carrier_hz)
     compute_s = 0.0
     for c, name in enumerate(names):
@@ -1097,6 +1149,8 @@ def calibrate(
             sl = slice(start, min(start + batch_size, n_frames))
             n = sl.stop - sl.start
             for e, st in enumerate(states):
+                if e in copied:
+                    continue
                 batch = TxBatch(
                     vehicle=vehicle[sl], bs=np.zeros(n, dtype=np.int64), scene=np.full(n, c),
                     uplink=np.full(n, spec.direction == "uplink"), size_bits=np.full(n, ev.frame_bits),
@@ -1115,6 +1169,9 @@ def calibrate(
                 values[e, c, s_idx[sl], v_idx[sl], k_idx[sl]] = out.astype(np.float32)
                 bar.update(n)
     bar.close()
+    if copied and not np.array_equal(speeds, reuse.speeds, equal_nan=True):  # type: ignore[union-attr]
+        msg = f"{reuse.path}: cannot reuse this calibration table: its speeds were drawn differently"  # type: ignore[union-attr]
+        raise IvsimError(msg)
     chain = ev.chain
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -1154,6 +1211,7 @@ def calibrate(
         "device": str(ev.device),
         "threads": int(torch.get_num_threads()),
         "chain_compute_s": round(compute_s, 2),
+        "copied_states": {states[e].key: _rel(reuse.path) if reuse is not None else None for e in copied},
         "calibration_s": round(time.perf_counter() - t_start, 1),
         "command": command or "ivsim.phy.abstraction.calibrate()",
         "notes": notes,

@@ -54,7 +54,7 @@ from ivsim.config.schema import LinkLevelProfile, SystemLevelProfile
 from ivsim.phy._sionna import device_key, sionna_rng
 from ivsim.phy.ofdm import ChannelCovariance, GridSpec
 
-from sionna.phy.channel import GenerateOFDMChannel  # isort: skip
+from sionna.phy.channel import GenerateOFDMChannel, cir_to_ofdm_channel, subcarrier_frequencies  # isort: skip
 from sionna.phy.channel.tr38901 import CDL, RMa, TDL, UMa, UMi, PanelArray  # isort: skip
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "ChannelSampler",
     "SpeedSpec",
     "covariances",
+    "paths_to_grid",
 ]
 
 BS_HEIGHT_M = {"umi": 10.0, "uma": 25.0, "rma": 35.0}
@@ -266,37 +267,75 @@ class ChannelSampler:
             ``[B, n_rx, n_sym, n_sc]`` complex64 frequency response, sampled once per
             OFDM symbol (Doppler within the slot included).
         """
-        if batch_size < 1:
+        a, tau = self._cir(int(batch_size), speed_mps, generator)
+        with torch.no_grad():
+            h = cir_to_ofdm_channel(self._ofdm._frequencies, a, tau, self.normalize == "realization")
+        # [B, num_rx=1, n_rx, num_tx=1, n_tx=1, n_sym, n_sc] -> [B, n_rx, n_sym, n_sc]
+        return h[:, 0, :, 0, 0].to(torch.complex64).contiguous()
+
+    def sample_paths(
+        self,
+        batch_size: int,
+        *,
+        speed_mps: SpeedSpec,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` realizations as paths: what :meth:`sample` renders onto the grid.
+
+        Same arguments and the same draws as :meth:`sample` (with the same generator
+        state, ``render_paths(*sample_paths(...))`` equals ``sample(...)``).
+
+        Returns
+        -------
+        a, tau
+            ``a [B, n_rx, P, n_sym]`` complex64 path coefficients at every OFDM symbol
+            (the models' clusters or taps; absent ones are zero) and ``tau [B, P]``
+            float32 path delays in seconds.
+        """
+        a, tau = self._cir(int(batch_size), speed_mps, generator)
+        # a [B, 1, n_rx, 1, 1, P, T], tau [B, 1, 1, P] (TDL: [B, 1, n_rx, 1, 1, P], the same delays on every antenna)
+        tau = tau[:, 0, 0] if tau.dim() == 4 else tau[:, 0, 0, 0, 0]
+        return a[:, 0, :, 0, 0].to(torch.complex64).contiguous(), tau.to(torch.float32).contiguous()
+
+    def render_paths(self, a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        """Frequency response ``[B, n_rx, n_sym, n_sc]`` complex64 of paths ``a [B, n_rx, P, n_sym]``, ``tau [B, P]``.
+
+        :func:`paths_to_grid` with this sampler's grid and normalisation.
+        """
+        return paths_to_grid(a, tau, self.grid, normalize=self.normalize == "realization")
+
+    def _cir(
+        self, b: int, speed_mps: SpeedSpec, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sionna's channel impulse response of ``b`` realizations (``GenerateOFDMChannel``'s own draw)."""
+        if b < 1:
             msg = "batch_size must be >= 1"
             raise ValueError(msg)
         if torch.device(device_key(generator.device)) != self.device:
             msg = f"generator is on {generator.device}, the sampler on {self.device}"
             raise ValueError(msg)
-        b = int(batch_size)
         speeds = _speeds(speed_mps, b, generator, self.device)
+        n_sym, fs = self.grid.num_ofdm_symbols, 1.0 / self._rg.ofdm_symbol_duration
         with torch.no_grad():
             if isinstance(self.profile, SystemLevelProfile):
                 topology = self._topology(b, speeds, generator)  # drawn before Sionna borrows the generator
                 with sionna_rng(generator):
                     self._model.reset_topology()
                     self._model.set_topology(*topology, los=self.profile.los)
-                    h = self._ofdm(b)
-            elif self.kind == "tdl":
+                    return self._model(b, n_sym, fs)
+            if self.kind == "tdl":
                 doppler = self._model._compute_doppler(speeds).reshape(b, 1, 1, 1, 1, 1, 1, 1)
                 with sionna_rng(generator):
                     self._model._min_doppler = doppler
                     self._model._max_doppler = doppler
-                    h = self._ofdm(b)
-            else:
-                heading = 2.0 * math.pi * torch.rand(b, generator=generator, device=self.device)
-                velocity = torch.stack(
-                    [speeds * torch.cos(heading), speeds * torch.sin(heading), torch.zeros_like(speeds)], dim=-1
-                )
-                with sionna_rng(generator):
-                    self._model._ut_velocity = velocity
-                    h = self._ofdm(b)
-        # [B, num_rx=1, n_rx, num_tx=1, n_tx=1, n_sym, n_sc] -> [B, n_rx, n_sym, n_sc]
-        return h[:, 0, :, 0, 0].to(torch.complex64).contiguous()
+                    return self._model(b, n_sym, fs)
+            heading = 2.0 * math.pi * torch.rand(b, generator=generator, device=self.device)
+            velocity = torch.stack(
+                [speeds * torch.cos(heading), speeds * torch.sin(heading), torch.zeros_like(speeds)], dim=-1
+            )
+            with sionna_rng(generator):
+                self._model._ut_velocity = velocity
+                return self._model(b, n_sym, fs)
 
     def _topology(
         self, b: int, speeds: torch.Tensor, generator: torch.Generator
@@ -316,6 +355,18 @@ class ChannelSampler:
         ut_velocity = torch.stack([speeds * torch.cos(heading), speeds * torch.sin(heading), zeros], -1)[:, None]
         indoor = torch.zeros(b, 1, dtype=torch.bool, device=dev)
         return ut_loc, bs_loc, ut_orientation, bs_orientation, ut_velocity, indoor
+
+
+def paths_to_grid(a: torch.Tensor, tau: torch.Tensor, grid: GridSpec, *, normalize: bool = False) -> torch.Tensor:
+    """Frequency response ``[B, n_rx, n_sym, n_sc]`` complex64 of paths ``a [B, n_rx, P, n_sym]``, ``tau [B, P]`` (s).
+
+    Sionna's ``cir_to_ofdm_channel`` at the grid's subcarriers (``normalize``: every
+    realization to unit energy per resource element, Sionna's ``normalize_channel``).
+    """
+    freqs = subcarrier_frequencies(grid.fft_size, grid.subcarrier_spacing_hz, precision="single", device=a.device)
+    with torch.no_grad():
+        h = cir_to_ofdm_channel(freqs, a[:, None, :, None, None], tau[:, None, None], normalize)
+    return h[:, 0, :, 0, 0].to(torch.complex64).contiguous()
 
 
 def covariances(

@@ -16,8 +16,10 @@ from ivsim.ai.large_model import (
     LargeModelConfig,
     condition_vector,
     from_tokens,
+    paths_to_tokens,
     power_delay_profile_db,
     to_tokens,
+    tokens_to_paths,
     train_large_model,
     training_profiles,
 )
@@ -30,8 +32,9 @@ from ivsim.phy import ChannelSampler, GridSpec
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "scenarios" / "nyc_brooklyn_bridge.yaml"
-TINY = LargeModelConfig(n_embd=32, n_layer=1, n_head=2, pilot_tokens=1)
+TINY = LargeModelConfig(n_embd=32, n_layer=1, n_head=2, pilot_tokens=1, tokens="symbol", cov_rank=0)
 TINY_DCT = LargeModelConfig(n_embd=32, n_layer=1, n_head=2, pilot_tokens=1, tokens="dct", cov_rank=4)
+TINY_PATH = LargeModelConfig(n_embd=32, n_layer=1, n_head=2, pilot_tokens=1, tokens="path", cov_rank=2)
 RMA = SystemLevelProfile(model="rma", los=True)
 TDL = LinkLevelProfile(model="tdl", variant="C", delay_spread_s=300e-9, pathloss=PathLossRef(model="umi", los=False))
 ASSUMED = (
@@ -79,12 +82,47 @@ def test_dct_tokens_round_trip_and_hold_a_slow_channel_in_their_first_coefficien
     assert float(tok.pow(2).sum()) == pytest.approx(float(h.abs().pow(2).sum()), rel=1e-4)
 
 
+def test_path_tokens_keep_delays_powers_and_doppler() -> None:
+    sampler = ChannelSampler(SystemLevelProfile(model="uma", los=False), GridSpec(), carrier_hz=3.5e9)
+    a, tau = sampler.sample_paths(256, speed_mps=(10.0, 30.0), generator=torch.Generator().manual_seed(0))
+    tok = paths_to_tokens(a, tau, max_paths=30)
+    assert tok.shape == (256, 30, 3)
+    assert torch.equal(tok[:, a.shape[2] :, 1], torch.full((256, 30 - a.shape[2]), -6.0))  # absent paths: the floor
+    b, tau2 = tokens_to_paths(tok, n_sym=14, generator=torch.Generator().manual_seed(1))
+    real_tau = tau.sort(dim=1).values
+    torch.testing.assert_close(tau2[:, : a.shape[2]], real_tau, atol=1e-10, rtol=1e-4)  # delays kept
+    ratio = b[:, 0, : a.shape[2]].abs().pow(2).mean(-1).sum(-1) / a.abs().pow(2).mean(-1).sum(-1).squeeze(1)
+    assert float((ratio - 1).abs().max()) < 1e-3  # every channel's power kept (paths below -60 dB aside)
+    h, g = sampler.render_paths(a, tau), sampler.render_paths(b, tau2)
+    assert float(g.abs().pow(2).mean()) == pytest.approx(float(h.abs().pow(2).mean()), rel=0.1)  # phases random
+    change = [float((x[:, :, -1] - x[:, :, 0]).abs().pow(2).mean() / x.abs().pow(2).mean()) for x in (h, g)]
+    assert change[1] == pytest.approx(change[0], rel=0.2)  # each path's Doppler kept: the same change over the slot
+    assert float(change[0]) > 1e-3
+    # too many paths: the strongest are kept
+    top = paths_to_tokens(a, tau, max_paths=4)
+    assert torch.equal(top[..., 1].sort(dim=1).values, tok[..., 1].topk(4, dim=1).values.sort(dim=1).values)
+
+
+def test_path_token_model_trains_and_generates_channels(tmp_path) -> None:
+    with pytest.raises(ValueError, match="one receive antenna"):
+        LargeModelConfig(tokens="path", num_rx_ant=2)
+    train_large_model(config=TINY_PATH, profiles={"rma": RMA, "tdl": TDL}, steps=3, batch_size=8, per_profile=16,
+                      refresh_every=2, refresh_size=8, out_dir=tmp_path, progress=False)  # fmt: skip
+    lm = LargeModel(tmp_path / "large_model.safetensors")
+    assert lm.config.tokens == "path" and lm.net.token_scale.shape == (24, 3)
+    h = lm.generate(TDL, 6, carrier_hz=3.5e9, speed_mps=(8.0, 20.0), generator=torch.Generator().manual_seed(0))
+    assert h.shape == (6, 1, 14, 72) and torch.isfinite(h.abs()).all()
+    assert float(h.abs().pow(2).mean()) == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ModelError, match="subcarrier spacing"):
+        lm.check_grid(GridSpec(subcarrier_spacing_hz=15e3))
+
+
 def test_config_of_the_first_weights_reads_as_diagonal_symbol_tokens() -> None:
     d = LargeModelConfig(tokens="dct", cov_rank=8).to_json()
     assert d["tokens"] == "dct" and d["cov_rank"] == 8
-    del d["tokens"], d["cov_rank"]
+    del d["tokens"], d["cov_rank"], d["max_paths"], d["subcarrier_spacing_hz"]
     old = LargeModelConfig.from_json(d)
-    assert old.tokens == "symbol" and old.cov_rank == 0
+    assert old.tokens == "symbol" and old.cov_rank == 0 and old.max_paths == 24
     with pytest.raises(ValueError, match="tokens must be one of"):
         LargeModelConfig(tokens="frame")
 

@@ -11,7 +11,7 @@ import pytest
 
 from ivsim.cli import main
 from ivsim.config.loader import load_scenario
-from ivsim.errors import ModelError
+from ivsim.errors import IvsimError, ModelError
 from ivsim.phy.abstraction import (
     METRICS,
     CalibratedLinkEvaluator,
@@ -339,6 +339,30 @@ def test_missing_or_foreign_table_is_one_line(tmp_path: Path, capsys: pytest.Cap
         assert len(err.splitlines()) == 1 and words in err, err
     with pytest.raises(ModelError, match="no calibration table for scenario 'renamed'"):
         CalibratedLinkEvaluator(load_scenario(DEFAULT, overrides=["name=renamed", "link.fidelity=fast"]), seed=0)
+
+
+def test_calibrate_reuses_unchanged_states_of_an_earlier_table(tiny_table: Path) -> None:
+    import copy
+
+    import torch
+
+    torch.set_num_threads(1)
+    old = CalibrationTable.read(tiny_table)
+    # an earlier table that lacks the brooklyn_urban base state (renamed): that state is run, the two others copied
+    meta = copy.deepcopy(old.meta)
+    meta["states"][2]["key"] = "base/somewhere_else"
+    partial = CalibrationTable(meta, old.values.copy(), speeds=old.speeds, path=tiny_table)
+    partial.values[2] = np.nan
+    scenario = load_scenario(DEFAULT, overrides=TINY)
+    grid = {"frames": 8, "snr_db": (0.0, 10.0, 20.0), "speed_edges": (0.0, 15.0, 30.0), "refined": []}
+    again = calibrate(scenario, **grid, reuse=partial)
+    assert list(again.meta["copied_states"]) == ["base/street_canyon", "base/river_bridge"]
+    outcome = [METRICS.index(m) for m in METRICS if m != "compute_s"]  # compute_s: wall time, measured anew
+    np.testing.assert_array_equal(again.values[:2], old.values[:2])  # copied, wall time too
+    # the state run again gives what the full calibration gave: its draws do not depend on the other states
+    np.testing.assert_array_equal(again.values[2][..., outcome], old.values[2][..., outcome])
+    with pytest.raises(IvsimError, match="cannot reuse this calibration table: its seed differ"):
+        calibrate(scenario, **grid, seed=99, reuse=old)
 
 
 @pytest.mark.parametrize(

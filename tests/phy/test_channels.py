@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from ivsim.config.schema import LinkLevelProfile, SystemLevelProfile
-from ivsim.phy import ChannelSampler, GridSpec, covariances
+from ivsim.config.schema import LinkLevelProfile, PathLossRef, SystemLevelProfile
+from ivsim.phy import ChannelSampler, GridSpec, covariances, paths_to_grid
 from ivsim.phy._sionna import sionna_rng, sp
 
 from .conftest import ALL_PROFILES, cdl, gen, tdl
@@ -222,3 +222,22 @@ def test_importing_ivsim_phy_leaves_the_global_torch_rng_alone() -> None:
         "assert torch.equal(s, torch.random.get_rng_state())"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        SystemLevelProfile(model="uma", los=False),
+        LinkLevelProfile(model="tdl", variant="A", delay_spread_s=100e-9, pathloss=PathLossRef(model="umi", los=False)),
+    ],
+    ids=["uma", "tdl"],
+)
+def test_paths_render_to_the_sampled_channels(profile) -> None:
+    sampler = ChannelSampler(profile, GridSpec(num_rx_ant=2), carrier_hz=3.5e9)
+    h = sampler.sample(6, speed_mps=(3.0, 20.0), generator=torch.Generator().manual_seed(4))
+    a, tau = sampler.sample_paths(6, speed_mps=(3.0, 20.0), generator=torch.Generator().manual_seed(4))
+    assert a.shape[:2] == (6, 2) and a.shape[-1] == 14 and tau.shape == (6, a.shape[2])
+    assert bool((tau >= 0).all()) and float(tau.max()) < 1e-4
+    assert torch.equal(sampler.render_paths(a, tau), h)  # the same draws, the same channels
+    one = paths_to_grid(a[:1, :1, :1], torch.zeros(1, 1), GridSpec())  # one path at zero delay: flat in frequency
+    torch.testing.assert_close(one[0, 0, :, :1].expand(-1, 72), one[0, 0])
