@@ -215,11 +215,13 @@ def paths_to_tokens(a: torch.Tensor, tau: torch.Tensor, *, max_paths: int) -> to
         raise ValueError(msg)
     a = a[:, 0]  # [B, P, T]
     power = a.abs().pow(2).mean(dim=-1)
+
+    def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return a.gather(1, idx[..., None].expand(-1, -1, a.shape[-1])), tau.gather(1, idx), power.gather(1, idx)
+
     if a.shape[1] > max_paths:
-        keep = power.topk(max_paths, dim=1).indices
-        a, tau, power = a.gather(1, keep[..., None].expand(-1, -1, a.shape[-1])), tau.gather(1, keep), power.gather(1, keep)
-    order = tau.argsort(dim=1)
-    a, tau, power = a.gather(1, order[..., None].expand(-1, -1, a.shape[-1])), tau.gather(1, order), power.gather(1, order)
+        a, tau, power = take(power.topk(max_paths, dim=1).indices)
+    a, tau, power = take(tau.argsort(dim=1))
     step = torch.diff(tau, dim=1, prepend=torch.zeros_like(tau[:, :1])).clamp_min(0.0)
     x_delay = torch.log1p(step / PATH_DELAY_UNIT_S)
     x_power = (10.0 * torch.log10(power.clamp_min(1e-30))).clamp_min(PATH_POWER_FLOOR_DB) / 10.0
