@@ -141,7 +141,7 @@ def large_model_card(*, refine_eval: Path | None = None, n: int = 512, rows_cach
         "spread of that power-delay profile as the 72-subcarrier grid resolves it (taps of 463 ns, so sub-tap",
         "spreads show as leakage); `corr(3)`: |E[h_k h*_(k+3)]| / E|h|^2, the frequency correlation 90 kHz apart",
         "that decides how much an estimator may smooth; `power`: mean |h|^2 of the generated channels before",
-        "`LargeModel.generate` rescales them (real: 1; above 1, the power drifts up over the slot); `slot change`:",
+        "`LargeModel.generate` rescales them (real: 1); `slot change`:",
         "E|h_last symbol - h_first symbol|^2 / E|h|^2 in dB, how much the channel changes over the 14 symbols.",
         "",
         "| profile | nominal DS ns | PDP RMSE dB | RMS delay real / gen ns | corr(3) real / gen | power gen | "
