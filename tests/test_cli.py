@@ -151,7 +151,10 @@ def _start_run(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "ivsim.cli", "run", str(FLEET), "-o", str(run), "-q"]
     cmd += ["--set", "duration_s=3600", "--set", "output.flush_interval_s=0.2", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the child gets the default SIGINT disposition whatever an earlier test left in this process (an ignored SIGINT
+    # is inherited, and Python then installs no KeyboardInterrupt handler)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     return proc, run
 
 
@@ -172,7 +175,7 @@ def test_ctrl_c_leaves_interrupted_readable_log(tmp_path) -> None:
     _wait_for_parts(run, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, f"{err} (SIGINT here: {signal.getsignal(signal.SIGINT)})"
     assert "Traceback" not in err and "interrupted" in err
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
