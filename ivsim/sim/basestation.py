@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ivsim.sim.eventlog import Labels
 from ivsim.sim.links import TxBatch
 
 if TYPE_CHECKING:
@@ -174,8 +175,7 @@ class FrameScheduler:
         self.frames += per_cell
         self.delivered += np.bincount(bs, weights=delivered, minlength=n_bs).astype(np.int64)
         x, y = table.positions(idx, now)
-        lon, lat = sim.roadmap.to_lonlat(x, y)
-        ids = sim.vehicle_ids_array()[idx]
+        ids = Labels(idx, sim.vehicle_ids_array())
         scores = getattr(evaluator, "scores_images", False)
         # the receiver's estimator (version, adapter); an evaluator's own columns in `extra` take precedence
         mismatched = np.zeros(n, dtype=bool) if uplink else batch.estimator_scene != batch.scene
@@ -184,11 +184,11 @@ class FrameScheduler:
             extra |= {"psnr_db": result.psnr_db, "ssim": result.ssim, "nmse_db": result.nmse_db}
         extra |= result.extra
         sim.log.log_many(
-            "tx", now, ids, vehicle=ids, bs=self.bs_ids[bs], direction="uplink" if uplink else "downlink",
-            scene=sim.scene_names_array()[batch.scene], frame=frame, sinr_db=sinr_db, snr_db=snr_db,
+            "tx", now, ids, vehicle=ids, bs=Labels(bs, self.bs_ids), direction="uplink" if uplink else "downlink",
+            scene=Labels(batch.scene, sim.scene_names_array()), frame=frame, sinr_db=sinr_db, snr_db=snr_db,
             size_bits=batch.size_bits, bandwidth_hz=batch.bandwidth_hz, rate_bps=result.rate_bps, queue_s=queue_s,
             airtime_s=result.airtime_s, delay_s=result.delay_s, delivered=delivered, drop_reason=reason,
-            x_m=x, y_m=y, lon=lon, lat=lat, speed_mps=batch.speed_mps, **extra,
+            x_m=x, y_m=y, speed_mps=batch.speed_mps, **extra,
         )  # fmt: skip
         if not uplink:  # the receiver's own statistics feed a map-free scene-change detector
             alarms = sim.detector.observe(sim, idx, now, extra)

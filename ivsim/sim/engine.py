@@ -191,6 +191,7 @@ class Simulation:
             flush_rows=scenario.output.flush_rows,
             flush_interval_s=scenario.output.flush_interval_s,
             background=scenario.output.combine == "background",
+            lonlat=self.roadmap.to_lonlat,
         )
         self.vehicles = VehicleTable(len(plans), len(scenario.base_stations))
         self._ids_arr = np.asarray(self._ids, dtype=object)

@@ -134,11 +134,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ivsim.errors import OutputError
@@ -150,6 +151,7 @@ __all__ = [
     "PARTS_DIR",
     "SCHEMA",
     "EventLog",
+    "Labels",
     "log_files",
     "read_table",
     "table_to_frame",
@@ -256,6 +258,7 @@ CATEGORICAL: frozenset[str] = frozenset(c for c, t in COLUMNS.items() if t == _S
 
 #: :data:`COLUMNS` as a pyarrow schema.
 SCHEMA: pa.Schema = pa.schema([pa.field(c, t) for c, t in COLUMNS.items()])
+_COLUMN_INDEX = {c: i for i, c in enumerate(COLUMNS)}
 
 #: File name of the combined log in a run directory.
 EVENTS_FILE = "events.parquet"
@@ -299,6 +302,35 @@ _CASTABLE: dict[pa.DataType, tuple[pa.DataType, ...]] = {
 }
 
 
+class Labels(NamedTuple):
+    """A string column of :meth:`EventLog.log_many` given as integer ``codes`` into ``labels`` (``-1``: null).
+
+    ``labels[codes]`` without making the strings in Python: Arrow makes them when the rows
+    are written (on the writer thread for automatic flushes). ``labels`` is a sequence of
+    str, typically a long-lived array such as the run's vehicle ids; blocks that share the
+    same ``labels`` object are converted together.
+    """
+
+    codes: np.ndarray
+    labels: Sequence[str]
+
+
+def _labels_to_arrow(codes: np.ndarray, labels: Sequence[str], event: str, column: str) -> pa.Array:
+    """``labels[codes]`` as a dictionary-encoded Arrow array (decoded when the part is joined)."""
+    try:
+        dictionary = pa.array(labels, type=_S)
+        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), dictionary, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, IndexError) as exc:
+        msg = f"event {event!r}: column {column!r}: labels do not fit their codes ({exc})"
+        raise TypeError(msg) from None
+
+
+def _labels_to_objects(value: Labels) -> np.ndarray:
+    """``labels[codes]`` as an object array with None for ``-1`` (blocks that cannot be converted together)."""
+    labels = np.asarray(list(value.labels) + [None], dtype=object)
+    return labels[np.where(value.codes < 0, len(labels) - 1, value.codes)]
+
+
 def _scalar_ok(value: Any, typ: pa.DataType) -> bool:
     if value is None:
         return True
@@ -333,7 +365,9 @@ def _list_to_arrow(values: list[Any], typ: pa.DataType, event: str, column: str)
 
 
 def _block_to_arrow(value: Any, n: int, typ: pa.DataType, event: str, column: str) -> pa.Array:
-    """Convert one log_many column (ndarray, list or scalar) to an Arrow array of length ``n``."""
+    """Convert one log_many column (ndarray, list, :class:`Labels` or scalar) to an Arrow array of length ``n``."""
+    if isinstance(value, Labels):
+        return _labels_to_arrow(value.codes, value.labels, event, column)
     if isinstance(value, np.ndarray) and value.dtype.kind != "O":
         try:
             return pa.array(value, type=typ)
@@ -353,6 +387,11 @@ def _blocks_to_arrow(values: list[Any], sizes: np.ndarray, typ: pa.DataType, eve
     """One column of several log_many blocks (sizes ``sizes``) as one Arrow array, converted once where it can be."""
     if len(values) == 1:
         return _block_to_arrow(values[0], int(sizes[0]), typ, event, column)
+    if any(isinstance(v, Labels) for v in values):
+        first = values[0]
+        if all(isinstance(v, Labels) and v.labels is first.labels for v in values):
+            return _labels_to_arrow(np.concatenate([v.codes for v in values]), first.labels, event, column)
+        values = [_labels_to_objects(v) if isinstance(v, Labels) else v for v in values]
     if all(isinstance(v, np.ndarray) and v.dtype.kind != "O" for v in values):
         return _block_to_arrow(np.concatenate(values), int(sizes.sum()), typ, event, column)
     if all(isinstance(v, np.ndarray) for v in values):  # object arrays (and numeric ones among them)
@@ -370,7 +409,13 @@ def _blocks_to_arrow(values: list[Any], sizes: np.ndarray, typ: pa.DataType, eve
 
 
 def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any:
-    """Check one log_many argument: return a 1-d ndarray copy, a list copy, or a checked scalar."""
+    """Check one log_many argument: return a 1-d ndarray copy, a list copy, checked :class:`Labels`, or a checked scalar."""
+    if isinstance(value, Labels):
+        codes = np.asarray(value.codes)
+        if typ != _S or codes.ndim != 1 or codes.dtype.kind not in "iu":
+            msg = f"event {event!r}: column {name!r}: Labels need a string column and 1-d integer codes"
+            raise TypeError(msg)
+        return Labels(codes.astype(np.int64), value.labels)
     if not isinstance(value, np.ndarray):
         if isinstance(value, (list, tuple)):
             return list(value)
@@ -408,6 +453,63 @@ def _write_part(table: pa.Table, path: Path) -> None:
         raise OutputError(msg) from None
 
 
+class _Columns:
+    """A flush's rows as Arrow chunks per column; :meth:`table` joins them in ``seq`` order (once).
+
+    Joining is Arrow (C++) work that releases the GIL: the writer thread does it for
+    automatic flushes.
+    """
+
+    def __init__(
+        self,
+        chunks: dict[str, list[pa.Array]],
+        filled: dict[str, int],
+        order: np.ndarray | None,
+        n: int,
+        run_id: str,
+        lonlat: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        self.chunks, self.filled, self.order, self.n, self.run_id = chunks, filled, order, n, run_id
+        self.lonlat = lonlat
+        self._table: pa.Table | None = None
+
+    def table(self) -> pa.Table:
+        """The rows as one table of :data:`SCHEMA`."""
+        if self._table is None:
+            n, order = self.n, self.order
+            arrays = []
+            for column, typ in COLUMNS.items():
+                chunks = self.chunks[column]
+                if column == "run_id":
+                    arrays.append(pa.repeat(pa.scalar(self.run_id, _S), n))
+                elif not chunks:
+                    arrays.append(pa.nulls(n, typ))
+                else:
+                    if self.filled[column] < n:
+                        chunks = [*chunks, pa.nulls(n - self.filled[column], typ)]
+                    chunks = [c.dictionary_decode() if isinstance(c, pa.DictionaryArray) else c for c in chunks]
+                    arr = pa.chunked_array(chunks, typ).combine_chunks()
+                    arrays.append(arr if order is None else arr.take(order))
+            if self.lonlat is not None:
+                self._fill_lonlat(arrays)
+            self._table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+            self.chunks = {}
+        return self._table
+
+    def _fill_lonlat(self, arrays: list[pa.Array]) -> None:
+        """Give ``lon`` and ``lat`` to the rows with finite ``x_m`` and ``y_m`` but no ``lon`` (in place)."""
+        ix, iy, ilon, ilat = (_COLUMN_INDEX[c] for c in ("x_m", "y_m", "lon", "lat"))
+        finite = pc.fill_null(pc.and_(pc.is_finite(arrays[ix]), pc.is_finite(arrays[iy])), False)
+        need = pc.and_(finite, pc.is_null(arrays[ilon]))
+        if not pc.any(need).as_py():
+            return
+        x = arrays[ix].filter(need).to_numpy()
+        y = arrays[iy].filter(need).to_numpy()
+        lon, lat = self.lonlat(x, y)
+        arrays[ilon] = pc.replace_with_mask(arrays[ilon], need, pa.array(np.asarray(lon, dtype=np.float64)))
+        arrays[ilat] = pc.replace_with_mask(arrays[ilat], need, pa.array(np.asarray(lat, dtype=np.float64)))
+
+
 class _Background:
     """The log's writer thread: part files of automatic flushes, and ``events.parquet`` as the run goes.
 
@@ -429,17 +531,18 @@ class _Background:
         self._pending = _RowGroups()
         self.error: BaseException | None = None
 
-    def write_part(self, table: pa.Table, path: Path) -> Future:
-        """Write ``table`` as part ``path``, then append it to the combined file (returns the task)."""
-        return self._pool.submit(self._write_part, table, path)
+    def write_part(self, rows: _Columns, path: Path) -> Future:
+        """Join ``rows``, write them as part ``path``, then append them to the combined file (returns the task)."""
+        return self._pool.submit(self._write_part, rows, path)
 
     def append(self, table: pa.Table) -> None:
         """Append an already written part's ``table`` to the combined file."""
         if self.error is None:
             self._pool.submit(self._append, table)
 
-    def _write_part(self, table: pa.Table, path: Path) -> None:
+    def _write_part(self, rows: _Columns, path: Path) -> None:
         try:
+            table = rows.table()
             _write_part(table, path)
         except BaseException as exc:
             self.error = exc  # the combined file would miss these rows
@@ -528,6 +631,10 @@ class EventLog:
     background
         Append each flushed part to ``events.parquet`` on a background thread as the run
         goes (``output.combine: background``); ``False``: combine the parts when closing.
+    lonlat
+        Projection from ``(x_m, y_m)`` arrays to ``(lon, lat)`` arrays: rows that give finite ``x_m``
+        and ``y_m`` but no ``lon`` get ``lon`` and ``lat`` from it when their part is written
+        (one vectorised call per part, on the writer thread for automatic flushes).
 
     Raises
     ------
@@ -552,11 +659,13 @@ class EventLog:
         flush_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        lonlat: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if flush_rows < 1:
             msg = f"flush_rows must be >= 1, got {flush_rows}"
             raise ValueError(msg)
         self.run_id = str(run_id)
+        self._lonlat = lonlat
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.flush_rows = int(flush_rows)
         self.flush_interval_s = float(flush_interval_s)
@@ -576,7 +685,7 @@ class EventLog:
         self._closed = False
         self._events_path: Path | None = None
         self._background: _Background | None = None
-        self._in_flight: list[tuple[Path, pa.Table, Future]] = []  # parts being written in the background
+        self._in_flight: list[tuple[Path, _Columns, Future]] = []  # parts being written in the background
         if self.run_dir is not None:
             self._parts_dir = self.run_dir / PARTS_DIR
             if (self.run_dir / EVENTS_FILE).exists() or any(_part_files(self._parts_dir)):
@@ -643,10 +752,10 @@ class EventLog:
         t_s
             Simulated time of every row; never smaller than in the previous call.
         entity_id
-            Array / sequence of length n, or one value for every row.
+            Array / sequence of length n, :class:`Labels`, or one value for every row.
         **columns
-            Declared columns, each an array / sequence of length n or a scalar broadcast
-            to n rows. Arrays are copied. At least one argument must be a sequence.
+            Declared columns, each an array / sequence of length n, :class:`Labels` (string
+            columns), or a scalar broadcast to n rows. Arrays are copied. At least one argument must be a sequence.
 
         Raises
         ------
@@ -668,11 +777,12 @@ class EventLog:
                 self._unknown(name)
             typ = COLUMNS[name]
             value = _as_block_column(event, name, value, typ)
-            if isinstance(value, (np.ndarray, list)):
+            if isinstance(value, (np.ndarray, list, Labels)):
+                rows = len(value.codes) if isinstance(value, Labels) else len(value)
                 if n < 0:
-                    n = len(value)
-                elif len(value) != n:
-                    msg = f"event {event!r}: column {name!r} has {len(value)} rows, expected {n}"
+                    n = rows
+                elif rows != n:
+                    msg = f"event {event!r}: column {name!r} has {rows} rows, expected {n}"
                     raise ValueError(msg)
             if name == "entity_id":
                 entity = value
@@ -738,18 +848,18 @@ class EventLog:
         if self._seq == self._flushed_seq:
             self._reset_countdown()
             return None
-        table = self._buffer_table()
+        rows = self._buffer_columns()
         path = None
         if self.run_dir is None:
-            self._tables.append(table)
+            self._tables.append(rows.table())
         else:
             path = self._parts_dir / f"part-{len(self._parts):05d}.parquet"
             if wait or self._background is None:
-                _write_part(table, path)
+                _write_part(rows.table(), path)
                 if self._background is not None:
-                    self._background.append(table)
+                    self._background.append(rows.table())
             else:
-                self._in_flight.append((path, table, self._background.write_part(table, path)))
+                self._in_flight.append((path, rows, self._background.write_part(rows, path)))
             self._parts.append(path)
         for event, n in self._buffered_counts():
             self._flushed_counts[event] = self._flushed_counts.get(event, 0) + n
@@ -757,7 +867,7 @@ class EventLog:
         self._blocks.clear()
         self._flushed_seq = self._seq
         self._reset_countdown()
-        logger.debug("event log %s: flushed %d rows", self.run_id, table.num_rows)
+        logger.debug("event log %s: flushed %d rows", self.run_id, rows.n)
         return path
 
     def sync(self) -> None:
@@ -779,11 +889,11 @@ class EventLog:
             A part that failed in the background cannot be written now either (it stays pending).
         """
         while self._in_flight:
-            path, table, task = self._in_flight[0]
+            path, rows, task = self._in_flight[0]
             if not wait and not task.done():
                 return
             if task.exception() is not None:
-                _write_part(table, path)  # raises: the part stays first in line for the next try
+                _write_part(rows.table(), path)  # raises: the part stays first in line for the next try
             self._in_flight.pop(0)
 
     def close(self) -> Path | None:
@@ -904,6 +1014,14 @@ class EventLog:
 
     def _buffer_table(self) -> pa.Table:
         """The buffered rows as one table of :data:`SCHEMA`, in ``seq`` order (buffers untouched)."""
+        return self._buffer_columns().table()
+
+    def _buffer_columns(self) -> _Columns:
+        """The buffered rows converted to Arrow, column by column (buffers untouched); :meth:`_Columns.table` joins them.
+
+        The conversions from Python objects run here (they hold the GIL); joining the chunks and
+        restoring ``seq`` order is Arrow work that an automatic flush leaves to the writer thread.
+        """
         first, n = self._flushed_seq, self._seq - self._flushed_seq
         pieces: list[tuple[int, dict[str, pa.Array]]] = []
         for key, buf in self._shapes.items():
@@ -947,24 +1065,13 @@ class EventLog:
                 chunks[name].append(arr)
                 filled[name] = at + m
             at += m
-        # seq values of the buffer are exactly first .. first + n - 1: invert the permutation.
+        # seq values of the buffer are exactly first .. first + n - 1: the permutation that sorts them
         seq = np.concatenate([c.to_numpy() for c in chunks["seq"]])
         order = None
         if n > 1 and not (seq[1:] > seq[:-1]).all():
             order = np.empty(n, dtype=np.int64)
             order[seq - first] = np.arange(n, dtype=np.int64)
-        arrays = []
-        for column, typ in COLUMNS.items():
-            if column == "run_id":
-                arrays.append(pa.repeat(pa.scalar(self.run_id, _S), n))
-            elif not chunks[column]:
-                arrays.append(pa.nulls(n, typ))
-            else:
-                if filled[column] < n:
-                    chunks[column].append(pa.nulls(n - filled[column], typ))
-                arr = pa.chunked_array(chunks[column], typ).combine_chunks()
-                arrays.append(arr if order is None else arr.take(order))
-        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+        return _Columns(chunks, filled, order, n, self.run_id, self._lonlat)
 
     def _finish_combined(self) -> Path:
         """``events.parquet``: the one written as the run went, else the parts streamed into one now."""

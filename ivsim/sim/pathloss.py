@@ -11,10 +11,18 @@ clamped to 10 m) and extrapolated at the far end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["PATHLOSS_MODELS", "ShadowParams", "pathloss_db", "shadow_params"]
+__all__ = [
+    "PATHLOSS_MODELS",
+    "PathlossCoefficients",
+    "ShadowParams",
+    "evaluate_pathloss",
+    "pathloss_db",
+    "shadow_params",
+]
 
 C_MPS = 299_792_458.0
 _H_E_M = 1.0  # effective environment height for UMi/UMa breakpoints (TR 38.901 note 1)
@@ -49,74 +57,109 @@ def shadow_params(model: str, los: bool) -> ShadowParams:
     return _SHADOW[(model, bool(los))]
 
 
-# Each formula takes the 2D and 3D distances and lg = log10(d3d), computed once per call.
+@dataclass(frozen=True)
+class PathlossCoefficients:
+    """Table 7.4.1-1 of one model and condition, reduced to coefficients per base station.
+
+    Every formula of the table is affine in ``lg = log10(d3d)`` (RMa's PL1 also in ``d3d``):
+
+    - LOS: ``a1 + b1 lg + c d3d`` up to the breakpoint (2D distance ``<= d_bp``), ``a2 + b2 lg`` beyond;
+    - NLOS: the larger of LOS and ``a3 + b3 lg`` (``a3 = -inf`` for LOS).
+
+    The fields are arrays (one entry per base station, or any shape that broadcasts against
+    the distances); :meth:`of` computes them, calling the object evaluates them. The radio
+    network stacks them per scene so that one set of array operations serves every vehicle.
+    """
+
+    d_bp: np.ndarray
+    a1: np.ndarray
+    b1: np.ndarray
+    c: np.ndarray
+    a2: np.ndarray
+    b2: np.ndarray
+    a3: np.ndarray
+    b3: np.ndarray
+    dh2: np.ndarray
+    """Squared height difference ``(h_bs - h_ut)^2``."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("d_bp", "a1", "b1", "c", "a2", "b2", "a3", "b3", "dh2")
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        los: bool,
+        *,
+        carrier_hz: float | np.ndarray,
+        bs_height_m: float | np.ndarray,
+        ue_height_m: float,
+    ) -> PathlossCoefficients:
+        """The coefficients of ``model`` (``umi``, ``uma``, ``rma``) and condition ``los``."""
+        fc = np.asarray(carrier_hz, dtype=float)
+        h_bs = np.asarray(bs_height_m, dtype=float)
+        h_ut = float(ue_height_m)
+        shape = np.broadcast(fc, h_bs).shape
+        lf = np.log10(fc / 1e9)
+        zero = np.zeros(shape)
+        if model in ("umi", "uma"):
+            d_bp = 4 * (h_bs - _H_E_M) * (h_ut - _H_E_M) * fc / C_MPS
+            bp = np.log10(d_bp**2 + (h_bs - h_ut) ** 2)
+            if model == "umi":
+                a1, b1, a2 = 32.4 + 20 * lf, 21.0, 32.4 + 20 * lf - 9.5 * bp
+                a3, b3 = 22.4 + 21.3 * lf - 0.3 * (h_ut - 1.5), 35.3
+            else:
+                a1, b1, a2 = 28.0 + 20 * lf, 22.0, 28.0 + 20 * lf - 9 * bp
+                a3, b3 = 13.54 + 20 * lf - 0.6 * (h_ut - 1.5), 39.08
+            c = zero
+        elif model == "rma":
+            h, w = _RMA_BUILDING_M, _RMA_STREET_M
+            d_bp = 2 * np.pi * h_bs * h_ut * fc / C_MPS
+            a1 = 20 * (np.log10(40 * np.pi / 3) + lf) - min(0.044 * h**1.72, 14.77)
+            b1 = 20 + min(0.03 * h**1.72, 10)
+            c = np.full(shape, 0.002 * np.log10(h))
+            lg_bp = np.log10(d_bp)
+            a2 = a1 + b1 * lg_bp + c * d_bp - 40 * lg_bp  # PL2 = PL1(d_bp) + 40 log10(d3d / d_bp)
+            b3 = 43.42 - 3.1 * np.log10(h_bs)
+            a3 = (
+                161.04
+                - 7.1 * np.log10(w)
+                + 7.5 * np.log10(h)
+                - (24.37 - 3.7 * (h / h_bs) ** 2) * np.log10(h_bs)
+                - 3 * b3
+                + 20 * lf
+                - (3.2 * np.log10(11.75 * h_ut) ** 2 - 4.97)
+            )
+        else:
+            msg = f"unknown path-loss model {model!r} (allowed: {', '.join(PATHLOSS_MODELS)})"
+            raise ValueError(msg)
+        if los:
+            a3 = np.full(shape, -np.inf)
+        values = (d_bp, a1, b1, c, a2, 40.0, a3, b3, (h_bs - h_ut) ** 2)
+        return cls(*(np.broadcast_to(np.asarray(v, dtype=float), shape).copy() for v in values))
+
+    def __call__(self, distance_2d_m: np.ndarray) -> np.ndarray:
+        """Path loss in dB at 2D distances that broadcast against the coefficients."""
+        return evaluate_pathloss(np.asarray(distance_2d_m, dtype=float), *(getattr(self, f) for f in self.FIELDS))
 
 
-def _umi_los(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
-    lf = np.log10(fc_hz / 1e9)
-    d_bp = 4 * (h_bs - _H_E_M) * (h_ut - _H_E_M) * fc_hz / C_MPS
-    pl1 = 32.4 + 21 * lg + 20 * lf
-    pl2 = 32.4 + 40 * lg + 20 * lf - 9.5 * np.log10(d_bp**2 + (h_bs - h_ut) ** 2)
-    return np.where(d2d <= d_bp, pl1, pl2)
-
-
-def _umi_nlos(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
-    nlos = 35.3 * lg + 22.4 + 21.3 * np.log10(fc_hz / 1e9) - 0.3 * (h_ut - 1.5)
-    return np.maximum(_umi_los(d2d, d3d, lg, fc_hz, h_bs, h_ut), nlos)
-
-
-def _uma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
-    lf = np.log10(fc_hz / 1e9)
-    d_bp = 4 * (h_bs - _H_E_M) * (h_ut - _H_E_M) * fc_hz / C_MPS
-    pl1 = 28.0 + 22 * lg + 20 * lf
-    pl2 = 28.0 + 40 * lg + 20 * lf - 9 * np.log10(d_bp**2 + (h_bs - h_ut) ** 2)
-    return np.where(d2d <= d_bp, pl1, pl2)
-
-
-def _uma_nlos(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
-    nlos = 13.54 + 39.08 * lg + 20 * np.log10(fc_hz / 1e9) - 0.6 * (h_ut - 1.5)
-    return np.maximum(_uma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut), nlos)
-
-
-def _rma_pl1(d3d, lg, fc_hz):  # noqa: ANN001, ANN202
-    h = _RMA_BUILDING_M
-    return (
-        20 * (np.log10(40 * np.pi / 3) + lg + np.log10(fc_hz / 1e9))
-        + min(0.03 * h**1.72, 10) * lg
-        - min(0.044 * h**1.72, 14.77)
-        + 0.002 * np.log10(h) * d3d
-    )
-
-
-def _rma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
-    d_bp = 2 * np.pi * h_bs * h_ut * fc_hz / C_MPS
-    pl1 = _rma_pl1(d3d, lg, fc_hz)
-    pl2 = _rma_pl1(d_bp, np.log10(d_bp), fc_hz) + 40 * (lg - np.log10(d_bp))
-    return np.where(d2d <= d_bp, pl1, pl2)
-
-
-def _rma_nlos(d2d, d3d, lg, fc_hz, h_bs, h_ut):  # noqa: ANN001, ANN202
-    h, w = _RMA_BUILDING_M, _RMA_STREET_M
-    nlos = (
-        161.04
-        - 7.1 * np.log10(w)
-        + 7.5 * np.log10(h)
-        - (24.37 - 3.7 * (h / h_bs) ** 2) * np.log10(h_bs)
-        + (43.42 - 3.1 * np.log10(h_bs)) * (lg - 3)
-        + 20 * np.log10(fc_hz / 1e9)
-        - (3.2 * np.log10(11.75 * h_ut) ** 2 - 4.97)
-    )
-    return np.maximum(_rma_los(d2d, d3d, lg, fc_hz, h_bs, h_ut), nlos)
-
-
-_PATHLOSS = {
-    ("umi", True): _umi_los,
-    ("umi", False): _umi_nlos,
-    ("uma", True): _uma_los,
-    ("uma", False): _uma_nlos,
-    ("rma", True): _rma_los,
-    ("rma", False): _rma_nlos,
-}
+def evaluate_pathloss(
+    d2d: np.ndarray,
+    d_bp: np.ndarray,
+    a1: np.ndarray,
+    b1: np.ndarray,
+    c: np.ndarray,
+    a2: np.ndarray,
+    b2: np.ndarray,
+    a3: np.ndarray,
+    b3: np.ndarray,
+    dh2: np.ndarray,
+) -> np.ndarray:
+    """Evaluate :class:`PathlossCoefficients` fields (any broadcastable arrays) at 2D distances ``d2d``."""
+    d2d = np.maximum(d2d, 10.0)
+    d3d = np.sqrt(d2d * d2d + dh2)
+    lg = np.log10(d3d)
+    los = np.where(d2d <= d_bp, a1 + b1 * lg + c * d3d, a2 + b2 * lg)
+    return np.maximum(los, a3 + b3 * lg)
 
 
 def pathloss_db(
@@ -147,8 +190,7 @@ def pathloss_db(
     numpy.ndarray
         Path loss in dB, same shape as ``distance_2d_m``.
     """
-    d2d = np.maximum(np.asarray(distance_2d_m, dtype=float), 10.0)
-    fc = np.asarray(carrier_hz, dtype=float)
-    h_bs = np.asarray(bs_height_m, dtype=float)
-    d3d = np.sqrt(d2d**2 + (h_bs - ue_height_m) ** 2)
-    return _PATHLOSS[(model, bool(los))](d2d, d3d, np.log10(d3d), fc, h_bs, ue_height_m)
+    coefficients = PathlossCoefficients.of(
+        model, los, carrier_hz=carrier_hz, bs_height_m=bs_height_m, ue_height_m=ue_height_m
+    )
+    return coefficients(distance_2d_m)

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ivsim.sim.pathloss import pathloss_db, shadow_params
+from ivsim.sim.eventlog import Labels
+from ivsim.sim.pathloss import PathlossCoefficients, evaluate_pathloss, shadow_params
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -79,6 +80,7 @@ class RadioNetwork:
         bss = sc.base_stations
         self.n_bs = len(bss)
         self.bs_ids = [b.id for b in bss]
+        self._bs_ids_arr = np.asarray(self.bs_ids, dtype=object)
         xy = np.array([sim.bs_xy(b) for b in bss], dtype=float).reshape(-1, 2)
         self.bs_x, self.bs_y = xy[:, 0], xy[:, 1]
         self.bs_height_m = np.array([b.height_m for b in bss])
@@ -102,6 +104,16 @@ class RadioNetwork:
             extra.append(prof.extra_loss_db)
             sigma.append(prof.shadow_fading_db or default.sigma_db)
             dcorr.append(prof.shadow_decorrelation_m or default.decorrelation_m)
+        # path-loss coefficients of every (scene, base station): one set of array operations for all vehicles
+        per_scene = [
+            PathlossCoefficients.of(
+                model, los, carrier_hz=self.carrier_hz, bs_height_m=self.bs_height_m, ue_height_m=sc.radio.ue_height_m
+            )
+            for model, los in self.scene_pl
+        ]
+        self._pl_coef = np.stack(  # (scene, field, base station)
+            [np.stack([np.broadcast_to(getattr(c, f), (self.n_bs,)) for f in c.FIELDS]) for c in per_scene]
+        )
         self.scene_extra_db = np.array(extra)
         self.scene_sigma_db = np.array(sigma)
         self.scene_dcorr_m = np.array(dcorr)
@@ -144,19 +156,7 @@ class RadioNetwork:
 
         dx = x[:, None] - self.bs_x[None, :]
         dy = y[:, None] - self.bs_y[None, :]
-        d2d = np.sqrt(dx * dx + dy * dy)
-        pl = np.empty_like(d2d)
-        for k in np.unique(scene):
-            model, los = self.scene_pl[k]
-            rows = scene == k
-            pl[rows] = pathloss_db(
-                model,
-                los,
-                d2d[rows],
-                carrier_hz=self.carrier_hz,
-                bs_height_m=self.bs_height_m,
-                ue_height_m=self.spec.ue_height_m,
-            )
+        pl = evaluate_pathloss(np.sqrt(dx * dx + dy * dy), *self._pl_coef[scene].transpose(1, 0, 2))
         loss = pl + self.scene_extra_db[scene][:, None] + self.scene_sigma_db[scene][:, None] * self.shadow_z[idx]
         gain = self.bs_gain_dbi[None, :] + self.spec.ue_antenna_gain_dbi - loss
         self.gain_db[idx] = gain
@@ -299,21 +299,18 @@ class RadioNetwork:
         self.ttt_target[idx] = -1
         self.handovers += len(idx)
         x, y = veh.positions(idx, t_s)
-        lon, lat = self.sim.roadmap.to_lonlat(x, y)
-        ids = self.sim.vehicle_ids_array()[idx]
-        bs_ids = np.asarray(self.bs_ids, dtype=object)
+        ids = Labels(idx, self.sim.vehicle_ids_array())
+        bs_ids = self._bs_ids_arr
         self.sim.log.log_many(
             "handover",
             t_s,
             ids,
             vehicle=ids,
-            from_bs=bs_ids[src],
-            to_bs=bs_ids[dst],
-            bs=bs_ids[dst],
+            from_bs=Labels(src, bs_ids),
+            to_bs=Labels(dst, bs_ids),
+            bs=Labels(dst, bs_ids),
             rsrp_dbm=self.rsrp_l3_dbm[idx, dst],
-            scene=np.asarray(self.sim.scene_names, dtype=object)[veh.scene[idx]],
+            scene=Labels(veh.scene[idx], self.sim.scene_names_array()),
             x_m=x,
             y_m=y,
-            lon=lon,
-            lat=lat,
         )

@@ -333,19 +333,21 @@ class Vehicle:
             self.onboard[scene] = ("", 0)
         bs = sim.radio.attach(i, env.now)
         x, y = float(route.xy[0, 0]), float(route.xy[0, 1])
-        lon, lat = sim.roadmap.to_lonlat(x, y)
         scene_name = sim.scene_names[scene]
         sim.log.log(
             "vehicle_depart", env.now, vid, vehicle=vid, trip=trip, bs=sim.radio.bs_ids[bs], scene=scene_name,
-            route_m=route.length_m, x_m=x, y_m=y, lon=float(lon), lat=float(lat), speed_mps=speed,
+            route_m=route.length_m, x_m=x, y_m=y, speed_mps=speed,
         )  # fmt: skip
         sim.log.log(
             "scene_enter", env.now, vid, vehicle=vid, trip=trip, scene=scene_name, prev_scene=None,
-            x_m=x, y_m=y, lon=float(lon), lat=float(lat), speed_mps=speed,
+            x_m=x, y_m=y, speed_mps=speed,
         )  # fmt: skip
         sim.detector.reset(i)
         if getattr(sim.refine_policy, "asks", True):
-            for every, reason in ((sim.refine_policy.tick_s, "tick"), (getattr(sim.detector, "update_s", None), "update")):
+            for every, reason in (
+                (sim.refine_policy.tick_s, "tick"),
+                (getattr(sim.detector, "update_s", None), "update"),
+            ):
                 if every:
                     sim.process(self._ticks(float(every), trip, reason))
         self._entered(scene, departing=True)
@@ -355,20 +357,17 @@ class Vehicle:
                 table.enter_edge(i, env.now, start_m, end_m, speed, scene)
                 if scene != prev:
                     x, y = route.position(start_m)
-                    lon, lat = sim.roadmap.to_lonlat(x, y)
                     sim.log.log(
                         "scene_enter", env.now, vid, vehicle=vid, trip=trip, scene=sim.scene_names[scene],
-                        prev_scene=sim.scene_names[prev], x_m=float(x), y_m=float(y), lon=float(lon),
-                        lat=float(lat), speed_mps=speed,
+                        prev_scene=sim.scene_names[prev], x_m=float(x), y_m=float(y), speed_mps=speed,
                     )  # fmt: skip
                     prev = scene
                     self._entered(scene, departing=False)
             yield env.timeout((end_m - start_m) / speed)
         x, y = float(route.xy[-1, 0]), float(route.xy[-1, 1])
-        lon, lat = sim.roadmap.to_lonlat(x, y)
         sim.log.log(
             "vehicle_arrive", env.now, vid, vehicle=vid, trip=trip, route_m=route.length_m,
-            x_m=x, y_m=y, lon=float(lon), lat=float(lat), scene=sim.scene_names[prev],
+            x_m=x, y_m=y, scene=sim.scene_names[prev],
         )  # fmt: skip
         table.active[i] = False
         table.serving[i] = -1

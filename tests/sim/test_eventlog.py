@@ -474,6 +474,86 @@ def test_a_part_the_background_writer_could_not_write_is_written_by_the_next_flu
         log.flush()
 
 
+@pytest.mark.parametrize("where", ["memory", "parts", "background"])
+def test_lonlat_filled_from_positions(tmp_path: Path, where: str) -> None:
+    """Rows with x_m and y_m but no lon get lon and lat from the log's projection; the others are left as given."""
+    calls = []
+
+    def lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(x))
+        return x / 1000.0, y / 1000.0 + 40.0
+
+    run_dir = None if where == "memory" else tmp_path / "run"
+    log = EventLog(run_dir, "r", flush_rows=6, background=where == "background", lonlat=lonlat)
+    log.log("a", 0.0, "v0", x_m=100.0, y_m=200.0)
+    log.log("b", 0.0, "v1", x_m=1.0, y_m=2.0, lon=-74.0, lat=40.7)  # given: kept
+    log.log("c", 1.0, "v2", trip=3)  # no position: no lon
+    log.log_many("a", 2.0, ["v0", "v1", "v3"], x_m=np.array([1000.0, 2000.0, np.nan]), y_m=0.0)
+    log.log("a", 3.0, "v0", x_m=5.0, y_m=6.0)  # the next part
+    log.close()
+    df = log.to_pandas() if run_dir is None else load_run(run_dir)
+    got = list(zip(df["lon"].round(6).tolist(), df["lat"].round(6).tolist(), strict=True))
+    nan = (math.nan, math.nan)
+    want = [(0.1, 40.2), (-74.0, 40.7), nan, (1.0, 40.0), (2.0, 40.0), nan, (0.005, 40.006)]
+    assert [tuple(None if math.isnan(v) else v for v in g) for g in got] == [
+        tuple(None if math.isnan(v) else v for v in w) for w in want
+    ]
+    assert calls == [3, 1]  # one vectorised call per part
+
+
+def test_automatic_flush_joins_columns_on_the_writer_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Arrow join of an automatic flush runs on the log's writer thread; an explicit flush joins in place."""
+    import threading
+
+    seen = []
+    real = eventlog._Columns.table
+
+    def table(self: Any) -> pa.Table:
+        seen.append(threading.current_thread().name.startswith("ivsim-log"))
+        return real(self)
+
+    monkeypatch.setattr(eventlog._Columns, "table", table)
+    log = EventLog(tmp_path / "run", "r", flush_rows=3)
+    for i in range(3):
+        log.log("a", float(i), "x", trip=i)
+    log.sync()
+    log.log("a", 3.0, "x", trip=3)
+    log.close()
+    assert seen[0] is True and False in seen[1:]
+    assert load_run(tmp_path / "run")["trip"].tolist() == [0, 1, 2, 3]
+
+
+def test_labels_columns_round_trip_and_mix_with_arrays(tmp_path: Path) -> None:
+    """Labels(codes, labels) log labels[codes] (-1: null), alone, mixed with object arrays, and across parts."""
+    from ivsim.sim.eventlog import Labels
+
+    ids = np.array(["v0", "v1", "v2"], dtype=object)
+    scenes = ("street", "bridge")
+    log = EventLog(tmp_path / "run", "r", flush_rows=7)
+    log.log_many("tx", 0.0, Labels(np.array([2, 0]), ids), scene=Labels(np.array([1, -1]), scenes), trip=1)
+    log.log_many("tx", 1.0, np.array(["v1"], dtype=object), scene=["street"], trip=2)  # plain arrays: same columns
+    log.log_many("tx", 2.0, Labels(np.array([1, 1, 0]), ids), scene=Labels(np.array([0, 0, 1]), scenes), trip=3)
+    log.log_many("tx", 3.0, Labels(np.array([0, 1]), ids), scene="bridge", trip=4)  # the next part
+    log.close()
+    df = load_run(tmp_path / "run")
+    assert df["entity_id"].tolist() == ["v2", "v0", "v1", "v1", "v1", "v0", "v0", "v1"]
+    scene = [None if pd.isna(v) else v for v in df["scene"].astype(object)]
+    assert scene == ["bridge", None, "street", "street", "street", "bridge", "bridge", "bridge"]
+
+
+def test_labels_are_checked() -> None:
+    from ivsim.sim.eventlog import Labels
+
+    log = EventLog(None, "r")
+    with pytest.raises(TypeError, match="Labels need a string column"):
+        log.log_many("tx", 0.0, ["a"], trip=Labels(np.array([0]), ("x",)))
+    with pytest.raises(ValueError, match="has 2 rows, expected 1"):
+        log.log_many("tx", 0.0, ["a"], scene=Labels(np.array([0, 0]), ("x",)))
+    log.log_many("tx", 0.0, ["a"], scene=Labels(np.array([3]), ("x",)))  # out of range: found when flushed
+    with pytest.raises(TypeError, match="column 'scene': labels do not fit their codes"):
+        log.flush()
+
+
 def test_context_manager_closes(tmp_path: Path) -> None:
     with EventLog(tmp_path / "run", "r") as log:
         log.log("a", 0.0, "x")

@@ -233,3 +233,34 @@ def test_shadow_params_accept_numpy_bool_and_reject_unknown_models() -> None:
     assert shadow_params("uma", np.bool_(False)) == shadow_params("uma", False)
     with pytest.raises(KeyError):
         shadow_params("inh", True)
+
+
+# ---------------------------------------------------------------------- coefficients, stacked as the radio does
+
+
+def test_stacked_coefficients_gathered_per_row_match_pathloss_db() -> None:
+    """Coefficients of several (model, condition) pairs stacked and gathered per row give each row its own model."""
+    from ivsim.sim.pathloss import PathlossCoefficients, evaluate_pathloss
+
+    carrier = np.array([3.5e9, 3.5e9, 28e9])  # one per base station
+    height = np.array([10.0, 25.0, 35.0])
+    conditions = [(m, los) for m in PATHLOSS_MODELS for los in (True, False)]
+    per = [
+        PathlossCoefficients.of(m, los, carrier_hz=carrier, bs_height_m=height, ue_height_m=H_UT)
+        for m, los in conditions
+    ]
+    stacked = np.stack([np.stack([getattr(c, f) for f in c.FIELDS]) for c in per])  # (condition, field, BS)
+    rng = np.random.default_rng(3)
+    which = rng.integers(len(conditions), size=200)
+    d2d = rng.uniform(1.0, 6000.0, size=(200, 3))
+    got = evaluate_pathloss(d2d, *stacked[which].transpose(1, 0, 2))
+    for k, (model, los) in enumerate(conditions):
+        rows = which == k
+        want = pathloss_db(model, los, d2d[rows], carrier_hz=carrier, bs_height_m=height, ue_height_m=H_UT)
+        np.testing.assert_allclose(got[rows], want, rtol=0, atol=1e-12)
+        assert rows.any()
+
+
+def test_unknown_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown path-loss model 'foo'"):
+        pathloss_db("foo", True, 100.0, carrier_hz=FC_HZ, bs_height_m=10.0, ue_height_m=H_UT)
