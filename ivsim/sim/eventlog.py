@@ -8,12 +8,19 @@ the columns its event needs, the rest are null. Rows are buffered in memory per
 merges the buffers in ``seq`` order and writes one closed Parquet file
 ``run_dir/parts/part-NNNNN.parquet`` (tmp file + ``os.replace``), so a killed run
 leaves only complete parts. With a background writer (the default; ``output.combine:
-background``) the automatic flushes hand their table to a writer thread (Parquet encoding
-releases the GIL), which writes the part and appends the table to
+background``) an automatic flush converts its buffers to Arrow column by column and hands
+them to a writer thread (Arrow and Parquet work releases the GIL), which joins them into one
+table in ``seq`` order, writes the part and appends the table to
 ``run_dir/events.parquet.tmp``; :meth:`EventLog.close` waits for it, moves that file to
 ``run_dir/events.parquet`` and removes the parts (if the file could not be written, it
 streams the parts into one instead). An explicit :meth:`EventLog.flush` writes at once.
 :func:`ivsim.results.load_run` reads either layout.
+
+Two things the log does for its callers, so that the simulation's hot paths make no
+Python objects per row: given a projection (``lonlat``), it fills ``lon`` and ``lat`` from
+``x_m`` and ``y_m`` when it writes a part (one vectorised call per part); and a string
+column of :meth:`EventLog.log_many` may come as :class:`Labels` (integer codes into a fixed
+list of labels, such as the run's vehicle ids), which Arrow decodes.
 
 To add a column, add one entry to :data:`COLUMNS` (a string column becomes
 categorical on load unless it is also listed in ``_FREE_TEXT``) and one line to the

@@ -5,7 +5,10 @@ distance along the route is ``s = s0 + speed * (t - t0)`` (clamped to the edge
 end) and its position is the route polyline at ``s``. To evaluate many vehicles
 in one numpy call, every started trip's polyline is appended to one
 :class:`PolylineStore` at an increasing offset; a vehicle's store coordinate is
-``base + s`` and one ``np.interp`` gives all positions.
+``base + s`` and one ``np.interp`` gives all positions. The store keeps only the trips
+under way: when it has doubled since it was last made, it is made again from the routes of
+the vehicles on the road (memory stays flat and the interpolation's search stays short
+however long the run).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ivsim.world.routes import Route
 __all__ = ["PolylineStore", "VehicleTable"]
 
 _GAP_M = 1.0  # separates consecutive routes in the store
+_COMPACT_MIN_POINTS = 1 << 16  # a store smaller than this is never made again
 
 
 class PolylineStore:
@@ -53,7 +57,13 @@ class PolylineStore:
 
     def positions(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(x_m, y_m)`` at store coordinates ``g``."""
-        z = np.interp(g, self._g[: self._n], self._z[: self._n])
+        g = np.asarray(g, dtype=float)
+        if g.ndim == 1 and len(g) > 64:  # in increasing order the search moves forward from the last hit
+            order = np.argsort(g)
+            z = np.empty(len(g), dtype=complex)
+            z[order] = np.interp(g[order], self._g[: self._n], self._z[: self._n])
+        else:
+            z = np.interp(g, self._g[: self._n], self._z[: self._n])
         return z.real, z.imag
 
     def __len__(self) -> int:
@@ -91,6 +101,8 @@ class VehicleTable:
         self.estimator_version = np.zeros(n, dtype=np.int32)  # 0 = the base weights, +1 per deployed refinement
         self.adapter_id = np.full(n, "", dtype=object)  # refinement adapter deployed, "" = none
         self.store = PolylineStore()
+        self._routes: list[Route | None] = [None] * n  # each vehicle's current route (to rebuild the store)
+        self._compact_at = _COMPACT_MIN_POINTS
         # positions of the current instant, shared by every reader at that instant (a vehicle's position is
         # continuous, so entering a stretch or departing again from its arrival node does not change it)
         self._pos_t = np.nan
@@ -100,13 +112,32 @@ class VehicleTable:
 
     def start_trip(self, i: int, route: Route) -> None:
         """Put vehicle ``i`` at the start of ``route``."""
+        if len(self.store) + len(route.cum_m) > self._compact_at:
+            self._compact()
         self.base_m[i] = self.store.add(route)
+        self._routes[i] = route
         self._pos_ok[i] = False
         self.route_m[i] = route.length_m
         self.s0_m[i] = 0.0
         self.speed_mps[i] = 0.0
         self.edge_end_m[i] = 0.0
         self.active[i] = True
+
+    def _compact(self) -> None:
+        """Make the store again from the routes of the vehicles on the road (finished trips are dropped).
+
+        Positions are the same polylines at new offsets (equal to rounding); a vehicle not on the
+        road has no position (NaN) until its next trip.
+        """
+        store = PolylineStore(capacity=max(len(self.store) // 2, 1 << 14))
+        self.base_m[:] = np.nan
+        for i in np.flatnonzero(self.active).tolist():
+            route = self._routes[i]
+            assert route is not None
+            self.base_m[i] = store.add(route)
+        self.store = store
+        self._pos_t = np.nan  # positions cached at this instant were read from the old store
+        self._compact_at = max(2 * len(store), _COMPACT_MIN_POINTS)
 
     def enter_edge(self, i: int, t_s: float, start_m: float, end_m: float, speed_mps: float, scene: int) -> None:
         """Record that vehicle ``i`` enters the route stretch ``[start_m, end_m]`` at ``t_s``."""

@@ -117,6 +117,9 @@ class RadioNetwork:
         self.scene_extra_db = np.array(extra)
         self.scene_sigma_db = np.array(sigma)
         self.scene_dcorr_m = np.array(dcorr)
+        # received power = _rsrp_offset_dbm + gain; gain = _gain_offset_db - (path loss + extra loss + shadowing)
+        self._gain_offset_db = self.bs_gain_dbi + sc.radio.ue_antenna_gain_dbi
+        self._rsrp_offset_dbm = self.tx_power_dbm - 10 * np.log10(self.n_subcarriers)
 
         n = sim.vehicles.n
         self._rng = sim.rng.numpy("shadowing")
@@ -151,16 +154,18 @@ class RadioNetwork:
         delta = np.where(fresh, np.inf, np.abs(s - np.where(fresh, 0.0, last)))
         rho = np.exp(-delta / self.scene_dcorr_m[scene])[:, None]
         w = self._rng.standard_normal((len(idx), self.n_bs))
-        self.shadow_z[idx] = rho * self.shadow_z[idx] + np.sqrt(1.0 - rho**2) * w
+        z = rho * self.shadow_z[idx] + np.sqrt(1.0 - rho**2) * w
+        self.shadow_z[idx] = z
         self.shadow_at_m[idx] = s
 
         dx = x[:, None] - self.bs_x[None, :]
         dy = y[:, None] - self.bs_y[None, :]
-        pl = evaluate_pathloss(np.sqrt(dx * dx + dy * dy), *self._pl_coef[scene].transpose(1, 0, 2))
-        loss = pl + self.scene_extra_db[scene][:, None] + self.scene_sigma_db[scene][:, None] * self.shadow_z[idx]
-        gain = self.bs_gain_dbi[None, :] + self.spec.ue_antenna_gain_dbi - loss
+        coef = np.take(self._pl_coef, scene.astype(np.intp), axis=0)  # (vehicle, field, base station)
+        pl = evaluate_pathloss(np.sqrt(dx * dx + dy * dy), *coef.transpose(1, 0, 2))
+        loss = pl + self.scene_extra_db[scene][:, None] + self.scene_sigma_db[scene][:, None] * z
+        gain = self._gain_offset_db - loss
         self.gain_db[idx] = gain
-        self.rsrp_dbm[idx] = self.tx_power_dbm[None, :] - 10 * np.log10(self.n_subcarriers)[None, :] + gain
+        self.rsrp_dbm[idx] = self._rsrp_offset_dbm + gain
 
     def forget(self, i: int) -> None:
         """Reset vehicle ``i``'s radio state at the end of a trip."""
