@@ -135,8 +135,7 @@ class VehicleTable:
             route = self._routes[i]
             assert route is not None
             self.base_m[i] = store.add(route)
-        self.store = store
-        self._pos_t = np.nan  # positions cached at this instant were read from the old store
+        self.store = store  # positions cached at this instant stay: every reader of it sees the same ones
         self._compact_at = max(2 * len(store), _COMPACT_MIN_POINTS)
 
     def enter_edge(self, i: int, t_s: float, start_m: float, end_m: float, speed_mps: float, scene: int) -> None:
