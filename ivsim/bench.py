@@ -151,7 +151,7 @@ def bench_sweep(
     """Time one sweep serially and on a ``workers``-process Dask LocalCluster.
 
     The sweep: ``runs`` seeds of the fleet scenario (analytic link, ``vehicles`` taxis
-    always on the road, ``duration_s`` simulated; the defaults make one run about a
+    always on the road, ``duration_s`` simulated; the defaults make one run 40 s to a
     minute on a 2-core CPU, so that starting the workers does not dominate). Both
     passes write their own output folder; nothing is reused between them.
 
