@@ -137,9 +137,13 @@ class PathlossCoefficients:
         values = (d_bp, a1, b1, c, a2, 40.0, a3, b3, (h_bs - h_ut) ** 2)
         return cls(*(np.broadcast_to(np.asarray(v, dtype=float), shape).copy() for v in values))
 
+    def as_array(self) -> np.ndarray:
+        """The fields stacked in :attr:`FIELDS` order: ``[field, ...]`` (stack these per scene and gather per row)."""
+        return np.stack([getattr(self, f) for f in self.FIELDS])
+
     def __call__(self, distance_2d_m: np.ndarray) -> np.ndarray:
         """Path loss in dB at 2D distances that broadcast against the coefficients."""
-        return evaluate_pathloss(np.asarray(distance_2d_m, dtype=float), *(getattr(self, f) for f in self.FIELDS))
+        return evaluate_pathloss(np.asarray(distance_2d_m, dtype=float), *self.as_array())
 
 
 def evaluate_pathloss(

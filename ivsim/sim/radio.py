@@ -105,14 +105,17 @@ class RadioNetwork:
             sigma.append(prof.shadow_fading_db or default.sigma_db)
             dcorr.append(prof.shadow_decorrelation_m or default.decorrelation_m)
         # path-loss coefficients of every (scene, base station): one set of array operations for all vehicles
-        per_scene = [
-            PathlossCoefficients.of(
-                model, los, carrier_hz=self.carrier_hz, bs_height_m=self.bs_height_m, ue_height_m=sc.radio.ue_height_m
-            )
-            for model, los in self.scene_pl
-        ]
         self._pl_coef = np.stack(  # (scene, field, base station)
-            [np.stack([np.broadcast_to(getattr(c, f), (self.n_bs,)) for f in c.FIELDS]) for c in per_scene]
+            [
+                PathlossCoefficients.of(
+                    model,
+                    los,
+                    carrier_hz=self.carrier_hz,
+                    bs_height_m=self.bs_height_m,
+                    ue_height_m=sc.radio.ue_height_m,
+                ).as_array()
+                for model, los in self.scene_pl
+            ]
         )
         self.scene_extra_db = np.array(extra)
         self.scene_sigma_db = np.array(sigma)

@@ -249,7 +249,7 @@ def test_stacked_coefficients_gathered_per_row_match_pathloss_db() -> None:
         PathlossCoefficients.of(m, los, carrier_hz=carrier, bs_height_m=height, ue_height_m=H_UT)
         for m, los in conditions
     ]
-    stacked = np.stack([np.stack([getattr(c, f) for f in c.FIELDS]) for c in per])  # (condition, field, BS)
+    stacked = np.stack([c.as_array() for c in per])  # (condition, field, BS)
     rng = np.random.default_rng(3)
     which = rng.integers(len(conditions), size=200)
     d2d = rng.uniform(1.0, 6000.0, size=(200, 3))
