@@ -117,10 +117,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numba import njit
 
 from ivsim.config.schema import profile_hash
 from ivsim.errors import IvsimError, ModelError, OutputError
 from ivsim.refine.service import AnalyticRefiner, RefineWork, adapter_key
+from ivsim.sim.eventlog import Labels
 from ivsim.sim.links import neural_tx_result
 
 if TYPE_CHECKING:
@@ -665,14 +667,26 @@ def _codes(column: Any, categories: list[str]) -> np.ndarray:
 # --------------------------------------------------------------------------- the fast link
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic): a bijective 64-bit hash."""
+@njit(cache=True, nogil=True)
+def _mix64(z: np.uint64) -> np.uint64:
+    """SplitMix64's finaliser (wrapping uint64 arithmetic): a bijective 64-bit hash."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _frame_uniforms(seed: np.uint64, vehicle: np.ndarray, frame: np.ndarray, k: int) -> np.ndarray:
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    one = np.uint64(1)
+    out = np.empty((vehicle.shape[0], k))
+    for r in range(vehicle.shape[0]):
+        key = _mix64(seed + golden * (np.uint64(vehicle[r]) + one))
+        key = _mix64(key ^ (golden * (np.uint64(frame[r]) + one)))
+        for j in range(k):
+            out[r, j] = np.float64(_mix64(key + golden * np.uint64(j + 1)) >> np.uint64(11)) * 2.0**-53
+    return out
 
 
 def frame_uniforms(seed: int, vehicle: np.ndarray, frame: np.ndarray, k: int = 2) -> np.ndarray:
@@ -680,13 +694,13 @@ def frame_uniforms(seed: int, vehicle: np.ndarray, frame: np.ndarray, k: int = 2
 
     Counter-based: a frame's draws do not depend on which other frames share its batch,
     on the order they are in, or on anything drawn before (common random numbers across
-    runs that differ in anything but the frames sent).
+    runs that differ in anything but the frames sent). SplitMix64 hashes of the key
+    ``seed + G (vehicle + 1)``, mixed with ``G (frame + 1)``, then ``+ G j`` per column
+    (``G`` the 64-bit golden ratio), in a compiled loop.
     """
-    with np.errstate(over="ignore"):
-        key = _mix64(np.uint64(int(seed) % 2**64) + _GOLDEN * (np.asarray(vehicle).astype(np.uint64) + np.uint64(1)))
-        key = _mix64(key ^ (_GOLDEN * (np.asarray(frame).astype(np.uint64) + np.uint64(1))))
-        cols = [_mix64(key + _GOLDEN * np.uint64(j + 1)) >> np.uint64(11) for j in range(k)]
-    return np.stack(cols, axis=-1).astype(np.float64) * 2.0**-53
+    vehicle = np.asarray(vehicle).astype(np.int64).ravel()
+    frame = np.asarray(frame).astype(np.int64).ravel()
+    return _frame_uniforms(np.uint64(int(seed) % 2**64), vehicle, frame, int(k))
 
 
 class CalibratedLinkEvaluator:
@@ -752,7 +766,7 @@ class CalibratedLinkEvaluator:
                     self._frame_latency(st.estimator)
         self._state_estimator = np.array([st.estimator for st in table.states], dtype=object)
         self._state_estimator_scene = np.array([st.estimator_scene for st in table.states], dtype=object)
-        self._latency_memo: dict[int, float] = {}
+        self._latency_memo = np.full(len(self.table.states), np.nan)  # per table state; NaN: not looked up yet
         self.seed = int(seed) % 2**64
         self.calls = 0
         self.wall_s = 0.0
@@ -770,11 +784,13 @@ class CalibratedLinkEvaluator:
 
     def _state_latency(self, state: np.ndarray) -> np.ndarray:
         """The profile's frame latency of each frame's estimator state (one lookup per distinct state)."""
-        out = np.empty(len(state))
-        for st in np.unique(state).tolist():
-            if st not in self._latency_memo:
-                self._latency_memo[st] = self._frame_latency(self.table.states[st].estimator)
-            out[state == st] = self._latency_memo[st]
+        memo = self._latency_memo
+        out = memo[state]
+        todo = np.isnan(out)
+        if todo.any():
+            for st in np.unique(state[todo]).tolist():
+                memo[st] = self._frame_latency(self.table.states[st].estimator)
+            out = memo[state]
         return out
 
     def register_adapter(self, adapter_id: str, state: int) -> None:
@@ -803,11 +819,11 @@ class CalibratedLinkEvaluator:
         state = self._base[held]
         adapters = getattr(batch, "adapter_id", None)
         if adapters is not None:
-            refined = (adapters != "") & (adapters != None)  # noqa: E711 - elementwise on an object array
+            refined = (adapters != "") & (adapters != None)
             for adapter in set(adapters[refined].tolist()):
                 state[adapters == adapter] = self._state_of(0, str(adapter))
-        est_names = self._state_estimator[state]
-        est_scenes = self._state_estimator_scene[state]
+        est_names = Labels(state, self._state_estimator)
+        est_scenes = Labels(state, self._state_estimator_scene)
         psnr, ssim, nmse, resid, compute = nan.copy(), nan.copy(), nan.copy(), nan.copy(), nan.copy()
         lost = np.zeros(n, dtype=bool)
         if len(sent):

@@ -321,6 +321,15 @@ class Labels(NamedTuple):
     codes: np.ndarray
     labels: Sequence[str]
 
+    def take(self, sl: slice | np.ndarray) -> Labels:
+        """The entries ``sl`` (a slice or an index array) with the same ``labels``."""
+        return Labels(np.asarray(self.codes)[sl], self.labels)
+
+    def to_numpy(self) -> np.ndarray:
+        """``labels[codes]`` as an object array, None for ``-1``."""
+        labels = np.asarray([*self.labels, None], dtype=object)
+        return labels[np.where(np.asarray(self.codes) < 0, len(labels) - 1, self.codes)]
+
 
 def _labels_to_arrow(codes: np.ndarray, labels: Sequence[str], event: str, column: str) -> pa.Array:
     """``labels[codes]`` as a dictionary-encoded Arrow array (decoded when the part is joined)."""
@@ -330,12 +339,6 @@ def _labels_to_arrow(codes: np.ndarray, labels: Sequence[str], event: str, colum
     except (pa.ArrowInvalid, pa.ArrowTypeError, IndexError) as exc:
         msg = f"event {event!r}: column {column!r}: labels do not fit their codes ({exc})"
         raise TypeError(msg) from None
-
-
-def _labels_to_objects(value: Labels) -> np.ndarray:
-    """``labels[codes]`` as an object array with None for ``-1`` (blocks that cannot be converted together)."""
-    labels = np.asarray(list(value.labels) + [None], dtype=object)
-    return labels[np.where(value.codes < 0, len(labels) - 1, value.codes)]
 
 
 def _scalar_ok(value: Any, typ: pa.DataType) -> bool:
@@ -398,7 +401,7 @@ def _blocks_to_arrow(values: list[Any], sizes: np.ndarray, typ: pa.DataType, eve
         first = values[0]
         if all(isinstance(v, Labels) and v.labels is first.labels for v in values):
             return _labels_to_arrow(np.concatenate([v.codes for v in values]), first.labels, event, column)
-        values = [_labels_to_objects(v) if isinstance(v, Labels) else v for v in values]
+        values = [v.to_numpy() if isinstance(v, Labels) else v for v in values]
     if all(isinstance(v, np.ndarray) and v.dtype.kind != "O" for v in values):
         return _block_to_arrow(np.concatenate(values), int(sizes.sum()), typ, event, column)
     if all(isinstance(v, np.ndarray) for v in values):  # object arrays (and numeric ones among them)
@@ -742,7 +745,7 @@ class EventLog:
         buf[0](self._seq)
         buf[1](t_s)
         buf[2](entity_id)
-        for append, value in zip(buf[3], fields.values()):  # noqa: B905
+        for append, value in zip(buf[3], fields.values()):
             append(value)
         self._seq += 1
         self._countdown -= 1

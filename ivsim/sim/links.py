@@ -14,6 +14,7 @@ quality (the quality columns stay empty).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ivsim.errors import ScenarioError
 from ivsim.registry import resolve_kind
+from ivsim.sim.eventlog import Labels
 
 if TYPE_CHECKING:
     import simpy
@@ -141,12 +143,13 @@ class TxResult:
     psnr_db: np.ndarray
     ssim: np.ndarray
     nmse_db: np.ndarray
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray | Labels] = field(default_factory=dict)
+    """More ``tx`` columns: arrays, or :class:`~ivsim.sim.eventlog.Labels` for strings."""
 
     def take(self, sl: slice) -> TxResult:
         """Return the entries ``sl`` as a new result."""
         base = {k: v[sl] for k, v in self.__dict__.items() if k != "extra"}
-        return TxResult(**base, extra={k: v[sl] for k, v in self.extra.items()})
+        return TxResult(**base, extra={k: v.take(sl) if isinstance(v, Labels) else v[sl] for k, v in self.extra.items()})
 
 
 @runtime_checkable
@@ -209,6 +212,12 @@ NEURAL_EXTRA_COLUMNS = ("codec", "estimator", "estimator_scene", "symbols", "com
 """The ``extra`` columns of a link that scores images (``link.fidelity: full`` and ``fast``), in this order."""
 
 
+@functools.lru_cache(maxsize=64)
+def _one_label(value: str) -> np.ndarray:
+    """``[value]`` as an object array, the same array for the same value (the log converts such labels once)."""
+    return np.array([value], dtype=object)
+
+
 def neural_tx_result(
     batch: TxBatch,
     *,
@@ -221,8 +230,8 @@ def neural_tx_result(
     nmse_db: np.ndarray,
     pilot_resid_db: np.ndarray,
     codec: str,
-    estimator: np.ndarray,
-    estimator_scene: np.ndarray,
+    estimator: np.ndarray | Labels,
+    estimator_scene: np.ndarray | Labels,
     symbols: int,
 ) -> TxResult:
     """The :class:`TxResult` of a link that scores images, from its per-frame outcome.
@@ -247,7 +256,8 @@ def neural_tx_result(
     codec
         The codec's name.
     estimator, estimator_scene
-        Object arrays: the receiver's estimator name and the scene it was made for.
+        Object arrays or :class:`~ivsim.sim.eventlog.Labels`: the receiver's estimator name and
+        the scene it was made for.
     symbols
         Complex channel symbols of a sent frame.
     """
@@ -261,7 +271,7 @@ def neural_tx_result(
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(outage, 0.0, batch.size_bits / airtime_s)
     extra = {
-        "codec": np.full(n, codec, dtype=object),
+        "codec": Labels(np.zeros(n, dtype=np.int64), _one_label(codec)),
         "estimator": estimator,
         "estimator_scene": estimator_scene,
         "symbols": np.where(outage, 0, symbols).astype(np.int64),
@@ -336,7 +346,7 @@ class LinkBatcher:
         self._pending.append((batch, done))
         return done
 
-    def _flush_after_window(self):  # noqa: ANN202 - SimPy generator
+    def _flush_after_window(self):
         yield self.env.timeout(self.window_s)
         pending, self._pending = self._pending, []
         merged = TxBatch.concat([b for b, _ in pending])

@@ -3,9 +3,10 @@
 Each vehicle drives its route edge by edge at constant speed per edge, so its
 distance along the route is ``s = s0 + speed * (t - t0)`` (clamped to the edge
 end) and its position is the route polyline at ``s``. To evaluate many vehicles
-in one numpy call, every started trip's polyline is appended to one
+in one call, every started trip's polyline is appended to one
 :class:`PolylineStore` at an increasing offset; a vehicle's store coordinate is
-``base + s`` and one ``np.interp`` gives all positions. The store keeps only the trips
+``base + s`` and one interpolation along the store gives all positions (``np.interp``'s,
+in the compiled loop :func:`ivsim.sim.kernels.interp_positions`). The store keeps only the trips
 under way: when it has doubled since it was last made, it is made again from the routes of
 the vehicles on the road (memory stays flat and the interpolation's search stays short
 however long the run).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ivsim.sim.kernels import interp_positions
 from ivsim.world.routes import Route
 
 __all__ = ["PolylineStore", "VehicleTable"]
@@ -66,6 +68,16 @@ class PolylineStore:
             z = np.interp(g, self._g[: self._n], self._z[: self._n])
         return z.real, z.imag
 
+    @property
+    def g(self) -> np.ndarray:
+        """Store coordinates of the points (the first ``len(self)`` entries are in use)."""
+        return self._g
+
+    @property
+    def z(self) -> np.ndarray:
+        """Points as ``x + 1j y`` (the first ``len(self)`` entries are in use)."""
+        return self._z
+
     def __len__(self) -> int:
         return self._n
 
@@ -109,11 +121,13 @@ class VehicleTable:
         self._pos_x = np.zeros(n)
         self._pos_y = np.zeros(n)
         self._pos_ok = np.zeros(n, dtype=bool)
+        self._seg = np.full(n, -1, dtype=np.intp)  # store index where each vehicle's last position search ended
 
     def start_trip(self, i: int, route: Route) -> None:
         """Put vehicle ``i`` at the start of ``route``."""
         if len(self.store) + len(route.cum_m) > self._compact_at:
             self._compact()
+        self._seg[i] = len(self.store)
         self.base_m[i] = self.store.add(route)
         self._routes[i] = route
         self._pos_ok[i] = False
@@ -131,9 +145,11 @@ class VehicleTable:
         """
         store = PolylineStore(capacity=max(len(self.store) // 2, 1 << 14))
         self.base_m[:] = np.nan
+        self._seg[:] = -1
         for i in np.flatnonzero(self.active).tolist():
             route = self._routes[i]
             assert route is not None
+            self._seg[i] = len(store)
             self.base_m[i] = store.add(route)
         self.store = store  # positions cached at this instant stay: every reader of it sees the same ones
         self._compact_at = max(2 * len(store), _COMPACT_MIN_POINTS)
@@ -156,10 +172,9 @@ class VehicleTable:
         if t_s != self._pos_t:
             self._pos_t = t_s
             self._pos_ok[:] = False
-        todo = idx[~self._pos_ok[idx]]
-        if len(todo):
-            x, y = self.store.positions(self.base_m[todo] + self.distance_m(todo, t_s))
-            self._pos_x[todo] = x
-            self._pos_y[todo] = y
-            self._pos_ok[todo] = True
+        store = self.store
+        interp_positions(
+            np.asarray(idx, dtype=np.intp), float(t_s), self.base_m, self.s0_m, self.speed_mps, self.t0_s,
+            self.edge_end_m, store.g, store.z, len(store), self._seg, self._pos_ok, self._pos_x, self._pos_y,
+        )  # fmt: skip
         return self._pos_x[idx], self._pos_y[idx]

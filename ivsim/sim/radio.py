@@ -26,6 +26,10 @@ Model
   measurement period (``radio.interference_load: auto``) or a fixed number. The
   uplink interference at each cell is evaluated at each measurement and held until
   the next (as the loads are).
+
+The per-vehicle arithmetic of a measurement, of A3 and of the uplink interference runs
+in compiled loops (:mod:`ivsim.sim.kernels`); the shadowing draws come from numpy's
+generator here, in the same order as ever.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ivsim.sim.eventlog import Labels
-from ivsim.sim.pathloss import PathlossCoefficients, evaluate_pathloss, shadow_params
+from ivsim.sim.kernels import a3_step, measure_rows, uplink_interference
+from ivsim.sim.pathloss import PathlossCoefficients, shadow_params
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -132,6 +137,7 @@ class RadioNetwork:
         self.rsrp_l3_dbm = np.full((n, self.n_bs), np.nan)  # layer-3 filtered, what A3 compares (nan = none yet)
         self._l3_a = 0.5 ** (sc.radio.l3_filter_k / 4.0)
         self.gain_db = np.full((n, self.n_bs), -np.inf)  # -(PL + SF + extra) + antenna gains
+        self.gain_lin = np.zeros((n, self.n_bs))  # the same, linear
         self.ttt_target = np.full(n, -1, dtype=np.int32)
         self.ttt_since_s = np.zeros(n)
         self.load = np.zeros(self.n_bs) if sc.radio.interference_load == "auto" else None
@@ -148,27 +154,14 @@ class RadioNetwork:
         if len(idx) == 0:
             return
         veh = self.sim.vehicles
+        idx = np.asarray(idx, dtype=np.intp)
         x, y = veh.positions(idx, t_s)
-        s = veh.distance_m(idx, t_s)
-        scene = veh.scene[idx]
-        # spatially correlated shadowing along the travelled distance
-        last = self.shadow_at_m[idx]
-        fresh = np.isnan(last)
-        delta = np.where(fresh, np.inf, np.abs(s - np.where(fresh, 0.0, last)))
-        rho = np.exp(-delta / self.scene_dcorr_m[scene])[:, None]
-        w = self._rng.standard_normal((len(idx), self.n_bs))
-        z = rho * self.shadow_z[idx] + np.sqrt(1.0 - rho**2) * w
-        self.shadow_z[idx] = z
-        self.shadow_at_m[idx] = s
-
-        dx = x[:, None] - self.bs_x[None, :]
-        dy = y[:, None] - self.bs_y[None, :]
-        coef = np.take(self._pl_coef, scene.astype(np.intp), axis=0)  # (vehicle, field, base station)
-        pl = evaluate_pathloss(np.sqrt(dx * dx + dy * dy), *coef.transpose(1, 0, 2))
-        loss = pl + self.scene_extra_db[scene][:, None] + self.scene_sigma_db[scene][:, None] * z
-        gain = self._gain_offset_db - loss
-        self.gain_db[idx] = gain
-        self.rsrp_dbm[idx] = self._rsrp_offset_dbm + gain
+        w = self._rng.standard_normal((len(idx), self.n_bs))  # shadowing innovations
+        measure_rows(
+            idx, x, y, veh.distance_m(idx, t_s), veh.scene[idx], w, self.shadow_z, self.shadow_at_m,
+            self.scene_dcorr_m, self.scene_sigma_db, self.scene_extra_db, self._pl_coef,
+            self.bs_x, self.bs_y, self._gain_offset_db, self._rsrp_offset_dbm, self.gain_db, self.rsrp_dbm, self.gain_lin,
+        )  # fmt: skip
 
     def forget(self, i: int) -> None:
         """Reset vehicle ``i``'s radio state at the end of a trip."""
@@ -177,6 +170,7 @@ class RadioNetwork:
         self.rsrp_dbm[i] = -np.inf
         self.rsrp_l3_dbm[i] = np.nan
         self.gain_db[i] = -np.inf
+        self.gain_lin[i] = 0.0
 
     def attach(self, i: int, t_s: float) -> int:
         """Measure a departing vehicle and attach it to its strongest base station."""
@@ -196,7 +190,7 @@ class RadioNetwork:
 
     def sinr_db(self, idx: np.ndarray, bs: np.ndarray, *, uplink: bool) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(sinr_db, snr_db)`` of vehicles ``idx`` served by ``bs`` (arrays of equal length)."""
-        gain = db_to_lin(self.gain_db[idx])  # (n, B)
+        gain = self.gain_lin[idx]  # (n, B)
         own = gain[np.arange(len(idx)), bs]
         load = self.interference_load()
         bw = self.bandwidth_hz[bs]
@@ -214,8 +208,8 @@ class RadioNetwork:
 
     def sinr_one_db(self, i: int, bs: int, *, uplink: bool) -> float:
         """:meth:`sinr_db`'s SINR for one vehicle ``i`` served by ``bs``, in scalar arithmetic (requests, budgets)."""
-        gain = self.gain_db[i]
-        own = 10.0 ** (float(gain[bs]) / 10.0)
+        gain = self.gain_lin[i]
+        own = float(gain[bs])
         load = self.interference_load()
         bw_db = 10.0 * math.log10(float(self.bandwidth_hz[bs]))
         if uplink:
@@ -225,7 +219,7 @@ class RadioNetwork:
         else:
             signal = 10.0 ** (float(self.tx_power_dbm[bs]) / 10.0) * own
             noise = 10.0 ** ((_KT_DBM_PER_HZ + bw_db + self.spec.ue_noise_figure_db) / 10.0)
-            interf = float((db_to_lin(self.tx_power_dbm) * db_to_lin(gain) * load * self.same_carrier[bs]).sum())
+            interf = float((db_to_lin(self.tx_power_dbm) * gain * load * self.same_carrier[bs]).sum())
         ratio = signal / (noise + interf)
         return 10.0 * math.log10(ratio) if ratio > 0 else -math.inf
 
@@ -240,16 +234,8 @@ class RadioNetwork:
             return self._ul_interf
         veh = self.sim.vehicles
         idx = np.flatnonzero(veh.active & (veh.serving >= 0))
-        out = np.zeros(self.n_bs)
-        if len(idx):
-            p_ue = db_to_lin(self.sim.scenario.radio.ue_tx_power_dbm)
-            rx = p_ue * db_to_lin(self.gain_db[idx])  # (n, B): vehicle u received at BS b
-            serving = veh.serving[idx]
-            members = serving[:, None] == np.arange(self.n_bs)[None, :]  # (n, C)
-            count = members.sum(axis=0)
-            mean = (members.T.astype(float) @ rx) / np.maximum(count, 1)[:, None]  # (C, B): cell c's vehicles at b
-            weight = np.where((load > 0) & (count > 0), load, 0.0)  # (C,)
-            out = (self.same_carrier * weight[None, :] * mean.T).sum(axis=1)
+        p_ue = 10.0 ** (self.sim.scenario.radio.ue_tx_power_dbm / 10.0)
+        out = uplink_interference(idx, veh.serving, self.gain_lin, p_ue, np.asarray(load, float), self.same_carrier)
         self._ul_interf = out
         return out
 
@@ -280,25 +266,12 @@ class RadioNetwork:
                 continue
             self.measure(idx, now)
             self._ul_interf = None  # measured with the new gains, loads and (below) associations
-            prev = self.rsrp_l3_dbm[idx]
-            raw = self.rsrp_dbm[idx]
-            rsrp = np.where(np.isnan(prev), raw, (1.0 - self._l3_a) * prev + self._l3_a * raw)
-            self.rsrp_l3_dbm[idx] = rsrp
-            serving = veh.serving[idx]
-            own = rsrp[np.arange(len(idx)), serving]
-            masked = rsrp.copy()
-            masked[np.arange(len(idx)), serving] = -np.inf
-            best = np.argmax(masked, axis=1).astype(np.int32)
-            cond = masked[np.arange(len(idx)), best] > own + hyst
-            target = self.ttt_target[idx]
-            restart = cond & (target != best)
-            self.ttt_since_s[idx[restart]] = now
-            self.ttt_target[idx] = np.where(cond, best, -1)
-            fire = cond & ~restart & (now - self.ttt_since_s[idx] >= ttt - 1e-9)
-            if ttt <= 0:
-                fire = cond
+            fire, best = a3_step(
+                idx, now, self.rsrp_dbm, self.rsrp_l3_dbm, self._l3_a, veh.serving, self.ttt_target,
+                self.ttt_since_s, hyst, ttt,
+            )  # fmt: skip
             if fire.any():
-                self._handover(idx[fire], serving[fire], best[fire], now)
+                self._handover(idx[fire], veh.serving[idx[fire]], best[fire], now)
             self.sim.cloud.uplink_changed()  # requests held back by an uplink outage may go now
 
     def _handover(self, idx: np.ndarray, src: np.ndarray, dst: np.ndarray, t_s: float) -> None:

@@ -25,6 +25,7 @@ from ivsim.phy.abstraction import (
 )
 from ivsim.refine.service import RefineRequest, make_refiner
 from ivsim.sim.engine import Simulation
+from ivsim.sim.eventlog import Labels
 from ivsim.sim.links import NEURAL_EXTRA_COLUMNS, TxBatch
 from ivsim.world.maps import load_map
 
@@ -177,7 +178,7 @@ def test_same_seed_and_batch_same_draws(tiny_table: Path) -> None:
     assert not np.array_equal(rc.psnr_db, ra.psnr_db)
     held = tx_batch(20, scene=1, held=2, sinr_db=np.linspace(-2, 25, 20))
     rh = a.evaluate(held)
-    assert (rh.extra["estimator_scene"] == "brooklyn_urban").all() and not np.array_equal(rh.psnr_db, ra.psnr_db)
+    assert (rh.extra["estimator_scene"].to_numpy() == "brooklyn_urban").all() and not np.array_equal(rh.psnr_db, ra.psnr_db)
 
 
 def test_fast_matches_full_columns_and_timing(tiny_table: Path) -> None:
@@ -195,8 +196,9 @@ def test_fast_matches_full_columns_and_timing(tiny_table: Path) -> None:
     np.testing.assert_array_equal(rf.delivered, rs.delivered)
     assert rf.drop_reason.tolist() == rs.drop_reason.tolist() and rs.drop_reason[0] == "outage"
     assert "deadline" in rs.drop_reason.tolist()  # the narrow shares of the last frames are late
-    for name in ("codec", "estimator", "estimator_scene", "symbols"):
-        assert rf.extra[name].tolist() == rs.extra[name].tolist(), name
+    for name in ("codec", "estimator", "estimator_scene", "symbols"):  # string columns may be Labels
+        a, b = (v.to_numpy() if isinstance(v, Labels) else v for v in (rf.extra[name], rs.extra[name]))
+        assert a.tolist() == b.tolist(), name
     np.testing.assert_array_equal(rf.extra["compute_s"], rs.extra["compute_s"])
     sent = ~np.isnan(rf.psnr_db)
     assert (sent == ~np.isnan(rs.psnr_db)).all() and (sent == ~np.isnan(rs.extra["pilot_resid_db"])).all()

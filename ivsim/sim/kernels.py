@@ -1,0 +1,185 @@
+"""Compiled loops of the fast core (numba): one pass over the vehicles where numpy needs dozens.
+
+The radio network measures every vehicle towards every base station twice a second, and the
+vehicle table interpolates every vehicle's position at each instant someone reads it. In numpy
+each step of these is a separate pass over a ``(vehicle, base station)`` array (about 40 array
+operations per measurement, each with its own temporary); these kernels do the same arithmetic
+in one loop per vehicle. They take and update plain arrays in place, draw no random numbers
+(the caller passes the normal draws of its own stream) and hold no state.
+
+What each computes is documented where it is used: :meth:`ivsim.sim.radio.RadioNetwork.measure`,
+:meth:`ivsim.sim.radio.RadioNetwork.run` (A3) and :meth:`ivsim.sim.mobility.VehicleTable.positions`.
+The formulas are the numpy ones of :func:`ivsim.sim.pathloss.evaluate_pathloss` and
+``np.interp``; the tests compare them.
+
+Compiled on first use and cached beside this file (numba's ``cache=True``; a read-only install
+falls back to numba's user cache folder).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["a3_step", "interp_positions", "measure_rows", "uplink_interference"]
+
+_LN10_10 = math.log(10.0) / 10.0
+_INV_LN10 = 1.0 / math.log(10.0)
+
+
+@njit(cache=True, nogil=True)
+def interp_positions(idx, t_s, base_m, s0_m, speed_mps, t0_s, edge_end_m, g, z, n, seg, ok, out_x, out_y):
+    """Fill ``out_x/out_y[i]`` for the vehicles ``i`` in ``idx`` not yet ``ok`` at ``t_s``; mark them ``ok``.
+
+    A vehicle's store coordinate is ``base_m + min(s0_m + speed_mps (t_s - t0_s), edge_end_m)``;
+    its position is the store polyline ``(g[:n], z[:n])`` there, interpolated as ``np.interp`` does.
+    ``seg[i]`` is where the vehicle's last search ended (a store index, -1: unknown): vehicles move
+    forward, so the search steps on from there (a binary search when it cannot).
+    """
+    for r in range(idx.shape[0]):
+        i = idx[r]
+        if ok[i]:
+            continue
+        ok[i] = True
+        s = s0_m[i] + speed_mps[i] * (t_s - t0_s[i])
+        s = min(s, edge_end_m[i])
+        q = base_m[i] + s
+        if math.isnan(q) or n == 0:  # not on the road since the store was made again
+            out_x[i] = np.nan
+            out_y[i] = np.nan
+            continue
+        j = seg[i]
+        if j < 0 or j >= n or g[j] > q:
+            lo, hi = 0, n  # j: the last point at or before q (-1: none)
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if g[mid] <= q:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            j = lo - 1
+        while j + 1 < n and g[j + 1] <= q:
+            j += 1
+        seg[i] = j
+        if j < 0:
+            zq = z[0]
+        elif j >= n - 1:
+            zq = z[n - 1]
+        else:
+            dg = g[j + 1] - g[j]
+            xr = (z[j + 1].real - z[j].real) / dg * (q - g[j]) + z[j].real
+            yi = (z[j + 1].imag - z[j].imag) / dg * (q - g[j]) + z[j].imag
+            zq = complex(xr, yi)
+        out_x[i] = zq.real
+        out_y[i] = zq.imag
+
+
+@njit(cache=True, nogil=True)
+def measure_rows(
+    idx, x, y, s, scene, w,
+    shadow_z, shadow_at_m,
+    dcorr_m, sigma_db, extra_db, pl_coef,
+    bs_x, bs_y, gain_offset_db, rsrp_offset_dbm,
+    gain_db, rsrp_dbm, gain_lin,
+):  # fmt: skip
+    """Update shadowing, gains and RSRP of vehicles ``idx`` (row ``r`` of the inputs is vehicle ``idx[r]``).
+
+    Inputs by row: positions ``x, y``, route distance ``s``, ``scene``, normal draws ``w[r, bs]``.
+    State by vehicle: ``shadow_z[i, bs]`` and ``shadow_at_m[i]`` (where it was last updated, NaN: new
+    trip). Per scene: decorrelation distance, shadowing sigma, extra loss, and ``pl_coef[scene, field, bs]``
+    (:class:`~ivsim.sim.pathloss.PathlossCoefficients` fields in their ``FIELDS`` order). Per base
+    station: position and the gain / RSRP offsets. Written by vehicle: ``gain_db``, ``rsrp_dbm`` and
+    ``gain_lin`` (``10 ** (gain_db / 10)``).
+    """
+    n_bs = bs_x.shape[0]
+    for r in range(idx.shape[0]):
+        i = idx[r]
+        sc = scene[r]
+        last = shadow_at_m[i]
+        rho = 0.0 if math.isnan(last) else math.exp(-abs(s[r] - last) / dcorr_m[sc])
+        keep = math.sqrt(1.0 - rho * rho)
+        for b in range(n_bs):
+            zb = rho * shadow_z[i, b] + keep * w[r, b]
+            shadow_z[i, b] = zb
+            dx = x[r] - bs_x[b]
+            dy = y[r] - bs_y[b]
+            d2d = max(math.sqrt(dx * dx + dy * dy), 10.0)
+            d3d = math.sqrt(d2d * d2d + pl_coef[sc, 8, b])
+            lg = math.log(d3d) * _INV_LN10  # log10; libm's log is twice as fast here
+            if d2d <= pl_coef[sc, 0, b]:
+                pl = pl_coef[sc, 1, b] + pl_coef[sc, 2, b] * lg + pl_coef[sc, 3, b] * d3d
+            else:
+                pl = pl_coef[sc, 4, b] + pl_coef[sc, 5, b] * lg
+            pl = max(pl, pl_coef[sc, 6, b] + pl_coef[sc, 7, b] * lg)
+            g = gain_offset_db[b] - (pl + extra_db[sc] + sigma_db[sc] * zb)
+            gain_db[i, b] = g
+            rsrp_dbm[i, b] = rsrp_offset_dbm[b] + g
+            gain_lin[i, b] = math.exp(g * _LN10_10)
+        shadow_at_m[i] = s[r]
+
+
+@njit(cache=True, nogil=True)
+def a3_step(idx, now, rsrp_dbm, rsrp_l3_dbm, l3_a, serving, ttt_target, ttt_since_s, hyst_db, ttt_s):
+    """Layer-3 filter and A3 time-to-trigger of vehicles ``idx``; return ``(fire, best)`` per row.
+
+    ``fire[r]``: vehicle ``idx[r]`` hands over now to ``best[r]`` (the strongest neighbour by filtered
+    RSRP, stronger than the serving cell by ``hyst_db`` since ``ttt_s`` ago). Updates the filter and
+    the trigger state in place.
+    """
+    n = idx.shape[0]
+    n_bs = rsrp_dbm.shape[1]
+    fire = np.zeros(n, dtype=np.bool_)
+    best_out = np.full(n, -1, dtype=np.int32)
+    for r in range(n):
+        i = idx[r]
+        for b in range(n_bs):
+            prev = rsrp_l3_dbm[i, b]
+            raw = rsrp_dbm[i, b]
+            rsrp_l3_dbm[i, b] = raw if math.isnan(prev) else (1.0 - l3_a) * prev + l3_a * raw
+        own_bs = serving[i]
+        own = rsrp_l3_dbm[i, own_bs]
+        best = -1
+        best_v = -np.inf
+        for b in range(n_bs):
+            if b != own_bs and (best < 0 or rsrp_l3_dbm[i, b] > best_v):
+                best, best_v = b, rsrp_l3_dbm[i, b]
+        best = max(best, 0)  # a single cell has no neighbour (argmax over all -inf: the first)
+        best_out[r] = best
+        cond = best_v > own + hyst_db
+        restart = cond and ttt_target[i] != best
+        if restart:
+            ttt_since_s[i] = now
+        ttt_target[i] = best if cond else -1
+        if ttt_s <= 0:
+            fire[r] = cond
+        else:
+            fire[r] = cond and not restart and (now - ttt_since_s[i] >= ttt_s - 1e-9)
+    return fire, best_out
+
+
+@njit(cache=True, nogil=True)
+def uplink_interference(idx, serving, gain_lin, p_ue_mw, load, same_carrier):
+    """Mean uplink interference (mW) at each base station from the vehicles ``idx`` that the other cells serve.
+
+    Cell ``c``'s vehicles add ``load[c] * mean_u(p_ue_mw * gain_lin[u, b])`` at base station ``b`` when
+    ``same_carrier[b, c]``.
+    """
+    n_bs = gain_lin.shape[1]
+    total = np.zeros((n_bs, n_bs))  # [cell, bs]: sum over the cell's vehicles
+    count = np.zeros(n_bs)
+    for r in range(idx.shape[0]):
+        i = idx[r]
+        c = serving[i]
+        count[c] += 1.0
+        for b in range(n_bs):
+            total[c, b] += p_ue_mw * gain_lin[i, b]
+    out = np.zeros(n_bs)
+    for b in range(n_bs):
+        acc = 0.0
+        for c in range(n_bs):
+            if same_carrier[b, c] and count[c] > 0 and load[c] > 0:
+                acc += load[c] * total[c, b] / count[c]
+        out[b] = acc
+    return out
