@@ -10,7 +10,9 @@ transmission batch, a cloud job) are started by their owners through
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -372,7 +374,7 @@ class Simulation:
         self._write_manifest("running", started_at, 0.0)
         self.status = "running"
         try:
-            with _sigterm_as_interrupt():
+            with _sigterm_as_interrupt(), _long_lived_frozen():
                 for k in range(1, steps + 1):
                     self.env.run(until=duration * k / steps)
                     if progress is not None:
@@ -457,6 +459,23 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _long_lived_frozen() -> Generator[None, None, None]:
+    """While a run goes, keep the objects that exist at its start out of the garbage collector's full passes.
+
+    The map, the routes, the models and the modules loaded before the run live as long as it
+    does; without this, every full collection during the run walks them all again (``gc.freeze``,
+    undone by ``gc.unfreeze`` when the run stops, however it stops). Python's collector is
+    process-wide: another simulation running in a thread of the same process at the same time
+    sees its objects frozen too, which changes when memory is freed, not what is computed.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _sigterm_as_interrupt:  # noqa: N801 - used as a context manager

@@ -128,6 +128,12 @@ class RadioNetwork:
         # received power = _rsrp_offset_dbm + gain; gain = _gain_offset_db - (path loss + extra loss + shadowing)
         self._gain_offset_db = self.bs_gain_dbi + sc.radio.ue_antenna_gain_dbi
         self._rsrp_offset_dbm = self.tx_power_dbm - 10 * np.log10(self.n_subcarriers)
+        # SINR terms per base station (mW): transmit powers, and the noise on each link direction
+        self._p_tx_mw = db_to_lin(self.tx_power_dbm)
+        self._p_ue_mw = float(db_to_lin(sc.radio.ue_tx_power_dbm))
+        noise_dbm = _KT_DBM_PER_HZ + lin_to_db(self.bandwidth_hz)
+        self._noise_dl_mw = db_to_lin(noise_dbm + sc.radio.ue_noise_figure_db)
+        self._noise_ul_mw = db_to_lin(noise_dbm + self.bs_nf_db)
 
         n = sim.vehicles.n
         self._rng = sim.rng.numpy("shadowing")
@@ -193,17 +199,14 @@ class RadioNetwork:
         gain = self.gain_lin[idx]  # (n, B)
         own = gain[np.arange(len(idx)), bs]
         load = self.interference_load()
-        bw = self.bandwidth_hz[bs]
         if uplink:
-            p_ue = db_to_lin(self.sim.scenario.radio.ue_tx_power_dbm)
-            signal = p_ue * own
-            noise = db_to_lin(_KT_DBM_PER_HZ + lin_to_db(bw) + self.bs_nf_db[bs])
+            signal = self._p_ue_mw * own
+            noise = self._noise_ul_mw[bs]
             interf = self._uplink_interference(load)[bs]
         else:
-            signal = db_to_lin(self.tx_power_dbm[bs]) * own
-            noise = db_to_lin(_KT_DBM_PER_HZ + lin_to_db(bw) + self.spec.ue_noise_figure_db)
-            p_other = db_to_lin(self.tx_power_dbm)[None, :] * gain * (load[None, :] * self.same_carrier[bs])
-            interf = p_other.sum(axis=1)
+            signal = self._p_tx_mw[bs] * own
+            noise = self._noise_dl_mw[bs]
+            interf = (self._p_tx_mw[None, :] * gain * (load[None, :] * self.same_carrier[bs])).sum(axis=1)
         return lin_to_db(signal / (noise + interf)), lin_to_db(signal / noise)
 
     def sinr_one_db(self, i: int, bs: int, *, uplink: bool) -> float:
@@ -211,15 +214,14 @@ class RadioNetwork:
         gain = self.gain_lin[i]
         own = float(gain[bs])
         load = self.interference_load()
-        bw_db = 10.0 * math.log10(float(self.bandwidth_hz[bs]))
         if uplink:
-            signal = 10.0 ** (self.sim.scenario.radio.ue_tx_power_dbm / 10.0) * own
-            noise = 10.0 ** ((_KT_DBM_PER_HZ + bw_db + float(self.bs_nf_db[bs])) / 10.0)
+            signal = self._p_ue_mw * own
+            noise = float(self._noise_ul_mw[bs])
             interf = float(self._uplink_interference(load)[bs])
         else:
-            signal = 10.0 ** (float(self.tx_power_dbm[bs]) / 10.0) * own
-            noise = 10.0 ** ((_KT_DBM_PER_HZ + bw_db + self.spec.ue_noise_figure_db) / 10.0)
-            interf = float((db_to_lin(self.tx_power_dbm) * gain * load * self.same_carrier[bs]).sum())
+            signal = float(self._p_tx_mw[bs]) * own
+            noise = float(self._noise_dl_mw[bs])
+            interf = float((self._p_tx_mw * gain * load * self.same_carrier[bs]).sum())
         ratio = signal / (noise + interf)
         return 10.0 * math.log10(ratio) if ratio > 0 else -math.inf
 
@@ -234,8 +236,7 @@ class RadioNetwork:
             return self._ul_interf
         veh = self.sim.vehicles
         idx = np.flatnonzero(veh.active & (veh.serving >= 0))
-        p_ue = 10.0 ** (self.sim.scenario.radio.ue_tx_power_dbm / 10.0)
-        out = uplink_interference(idx, veh.serving, self.gain_lin, p_ue, np.asarray(load, float), self.same_carrier)
+        out = uplink_interference(idx, veh.serving, self.gain_lin, self._p_ue_mw, np.asarray(load, float), self.same_carrier)
         self._ul_interf = out
         return out
 
