@@ -39,6 +39,7 @@ class RngStreams:
 
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
+        self._int_seeds: dict[str, int] = {}  # int_seed is a pure function of (seed, name): asked again per job
 
     def seed_sequence(self, name: str) -> np.random.SeedSequence:
         """Return the seed sequence of stream ``name`` (``"a/b"`` names nest)."""
@@ -55,4 +56,8 @@ class RngStreams:
 
     def int_seed(self, name: str) -> int:
         """Return a 63-bit integer seed for libraries that take one (e.g. ``torch.Generator``)."""
-        return int(self.seed_sequence(name).generate_state(2, np.uint64)[0] >> np.uint64(1))
+        seed = self._int_seeds.get(name)
+        if seed is None:
+            seed = int(self.seed_sequence(name).generate_state(2, np.uint64)[0] >> np.uint64(1))
+            self._int_seeds[name] = seed
+        return seed

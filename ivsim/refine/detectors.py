@@ -154,7 +154,7 @@ class RouteLookaheadDetector(_MapDetector):
         if route is None:
             return []
         table = sim.vehicles
-        s_now = float(table.distance_m(np.array([vehicle]), t_s)[0])
+        s_now = table.distance_of(vehicle, t_s)
         ahead = s_now + self.spacing_m * np.arange(1, int((route.length_m - s_now) // self.spacing_m) + 1)
         if len(ahead) == 0:
             return []
@@ -224,7 +224,7 @@ class KnowledgeMapDetector(_MapDetector):
             return []
         table = sim.vehicles
         idx = np.array([vehicle])
-        s_now = float(table.distance_m(idx, t_s)[0])
+        s_now = table.distance_of(vehicle, t_s)
         x, y = table.positions(idx, t_s)
         heading = float(route.heading_rad(s_now))
         d = np.arange(self.cell_m / 2, self.horizon_m + 1e-9, self.cell_m / 2)

@@ -167,6 +167,10 @@ class VehicleTable:
         s = self.s0_m[idx] + self.speed_mps[idx] * (t_s - self.t0_s[idx])
         return np.minimum(s, self.edge_end_m[idx])
 
+    def distance_of(self, i: int, t_s: float) -> float:
+        """:meth:`distance_m` of one vehicle ``i``, as a float (the same arithmetic, without arrays)."""
+        return float(min(self.s0_m[i] + self.speed_mps[i] * (t_s - self.t0_s[i]), self.edge_end_m[i]))
+
     def positions(self, idx: np.ndarray, t_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``(x_m, y_m)`` of vehicles ``idx`` at ``t_s`` (computed once per vehicle and instant)."""
         if t_s != self._pos_t:

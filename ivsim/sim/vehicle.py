@@ -307,10 +307,12 @@ class Vehicle:
         change = np.flatnonzero((np.diff(speed) != 0) | (np.diff(scene) != 0)) + 1
         starts = np.concatenate(([0], change))
         ends = np.concatenate((change, [len(edges)]))
-        return [
-            (float(route.edge_start_m[a]), float(route.edge_end_m[b - 1]), float(speed[a]), int(scene[a]))
-            for a, b in zip(starts, ends, strict=True)
-        ]
+        return list(
+            zip(
+                route.edge_start_m[starts].tolist(), route.edge_end_m[ends - 1].tolist(), speed[starts].tolist(),
+                scene[starts].tolist(), strict=True,
+            )
+        )  # fmt: skip
 
     def _drive(self, route: Route, trip: int) -> Generator[simpy.Event, None, None]:
         sim = self.sim

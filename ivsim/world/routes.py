@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
+from numba import njit
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import dijkstra
 
@@ -273,14 +274,15 @@ class Router:
         stops = [self.node_for(origin), *(self.node_for(p) for p in via), self.node_for(destination)]
         row_of = self.roadmap.node_index
         stop_rows = [row_of(node) for node in stops]
-        rows: list[int] = [stop_rows[0]]
+        legs = [np.array([stop_rows[0]], dtype=np.int64)]
         for a, b in zip(stop_rows[:-1], stop_rows[1:], strict=True):
             if a != b:
-                rows.extend(self._path_rows(a, b)[1:])
+                legs.append(self._path_rows(a, b)[1:])
+        rows = legs[0] if len(legs) == 1 else np.concatenate(legs)
         if len(rows) < 2:
             msg = f"origin and destination are the same node ({stops[0]}); a route needs two different places"
             raise RouteError(msg)
-        return self._route_from_rows(np.asarray(rows, dtype=np.int64))
+        return self._route_from_rows(rows)
 
     def route_nodes(self, origin: int, destination: int) -> tuple[int, ...]:
         """Return the node ids of the fastest path between two nodes (both ends included).
@@ -313,46 +315,25 @@ class Router:
         )
         return self._route_from_rows(rows)
 
-    def _path_rows(self, src: int, dst: int) -> list[int]:
+    def _path_rows(self, src: int, dst: int) -> np.ndarray:
         """Node rows of the fastest path from row ``src`` to row ``dst`` (both included)."""
         if src == dst:
-            return [src]
-        pred = self._tree(src)
-        rows = [dst]
-        cur = dst
-        while cur != src:
-            cur = int(pred[cur])
-            if cur < 0:
-                ids = self._node_ids
-                msg = f"no route from node {ids[src]} to node {ids[dst]}: not reachable on the map's drivable roads"
-                raise RouteError(msg)
-            rows.append(cur)
-        rows.reverse()
+            return np.array([src], dtype=np.int64)
+        rows = _walk_tree(self._tree(src), src, dst)
+        if len(rows) == 0:
+            ids = self._node_ids
+            msg = f"no route from node {ids[src]} to node {ids[dst]}: not reachable on the map's drivable roads"
+            raise RouteError(msg)
         return rows
 
     def _route_from_rows(self, rows: np.ndarray) -> Route:
-        keys = rows[:-1] * self._n + rows[1:]
-        pos = np.minimum(np.searchsorted(self._pair_key, keys), len(self._pair_key) - 1)
-        missing = self._pair_key[pos] != keys
-        if missing.any():
-            k = int(np.flatnonzero(missing)[0])
+        edges, idx, cum, edge_end, bad = _route_arrays(rows, self._pair_key, self._pair_edge, self._n,
+                                                       self._xy_offsets, self._step_m)  # fmt: skip
+        if bad >= 0:
             ids = self._node_ids
-            msg = f"no edge from node {ids[rows[k]]} to node {ids[rows[k + 1]]}"
+            msg = f"no edge from node {ids[rows[bad]]} to node {ids[rows[bad + 1]]}"
             raise RouteError(msg)
-        edges = self._pair_edge[pos]
-        # Point indices into the flat polyline array: all of the first edge, then each edge but its first point.
-        start = self._xy_offsets[edges]
-        take = self._xy_offsets[edges + 1] - start - 1
-        out_start = np.cumsum(take) - take
-        n_rest = int(take.sum())
-        idx = np.empty(n_rest + 1, dtype=np.int64)
-        idx[0] = start[0]
-        idx[1:] = np.arange(n_rest) + np.repeat(start + 1 - out_start, take)
         xy = self._xy_flat[idx]
-        cum = np.empty(len(idx), dtype=np.float64)
-        cum[0] = 0.0
-        np.cumsum(self._step_m[idx[1:]], out=cum[1:])
-        edge_end = cum[np.cumsum(take)]
         edge_start = np.empty_like(edge_end)
         edge_start[0] = 0.0
         edge_start[1:] = edge_end[:-1]
@@ -386,6 +367,58 @@ class Router:
     def travel_time_s(self, route: Route) -> float:
         """Return the free-flow travel time of a route (sum of its edges' ``travel_time_s``)."""
         return float(self.roadmap.travel_time_s[route.edges].sum())
+
+
+@njit(cache=True, nogil=True)
+def _walk_tree(pred: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Rows from ``src`` to ``dst`` along the predecessor tree ``pred`` of ``src`` (empty: not reachable)."""
+    n = 1
+    cur = dst
+    while cur != src:
+        cur = pred[cur]
+        if cur < 0:
+            return np.empty(0, dtype=np.int64)
+        n += 1
+    out = np.empty(n, dtype=np.int64)
+    cur = dst
+    for k in range(n - 1, -1, -1):
+        out[k] = cur
+        if k > 0:
+            cur = pred[cur]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _route_arrays(rows, pair_key, pair_edge, n_nodes, xy_offsets, step_m):
+    """Edges along node ``rows``; the route's point indices, cumulative and edge-end distances.
+
+    The points: all of the first edge's polyline, then each next edge's but its first point (the
+    joint); distances are the running sum of the polyline steps. ``bad``: the first ``k`` with no
+    edge from ``rows[k]`` to ``rows[k + 1]`` (-1: none).
+    """
+    m = rows.shape[0] - 1
+    edges = np.empty(m, dtype=np.int64)
+    total = 1
+    for k in range(m):
+        key = rows[k] * n_nodes + rows[k + 1]
+        pos = np.searchsorted(pair_key, key)
+        if pos >= pair_key.shape[0] or pair_key[pos] != key:
+            return edges[:0], edges[:0], np.empty(0), np.empty(0), k
+        edges[k] = pair_edge[pos]
+        total += xy_offsets[edges[k] + 1] - xy_offsets[edges[k]] - 1
+    idx = np.empty(total, dtype=np.int64)
+    cum = np.empty(total)
+    edge_end = np.empty(m)
+    idx[0] = xy_offsets[edges[0]]
+    cum[0] = 0.0
+    p = 1
+    for k in range(m):
+        for q in range(xy_offsets[edges[k]] + 1, xy_offsets[edges[k] + 1]):
+            idx[p] = q
+            cum[p] = cum[p - 1] + step_m[q]
+            p += 1
+        edge_end[k] = cum[p - 1]
+    return edges, idx, cum, edge_end, -1
 
 
 # --------------------------------------------------------------------------- node sampling
