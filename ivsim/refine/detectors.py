@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from numba import njit
 
 from ivsim.errors import ScenarioError
 from ivsim.registry import resolve_kind
@@ -136,6 +137,33 @@ def _changes(scenes: np.ndarray, current: int) -> np.ndarray:
     return np.flatnonzero(scenes != prev)
 
 
+@njit(cache=True, nogil=True)
+def _route_changes_ahead(s_now, spacing_m, n_samples, edge_end_m, edges, edge_scene, current):
+    """Samples ``s_now + spacing_m * j`` (``j = 1 .. n_samples``) along a route: where the scene changes.
+
+    Returns ``(s_before, scene)``: for each sample whose edge's scene differs from the previous
+    sample's (``current`` before the first), the previous sample's distance (``s_now`` for the
+    first) and the new scene. A sample on an edge joint belongs to the edge that starts there.
+    """
+    s_before = np.empty(n_samples)
+    scene = np.empty(n_samples, dtype=np.int64)
+    m = 0
+    k = 0
+    last = edges.shape[0] - 1
+    prev, prev_s = current, s_now
+    for j in range(1, n_samples + 1):
+        s = s_now + spacing_m * j
+        while k < last and edge_end_m[k] <= s:
+            k += 1
+        sc = edge_scene[edges[k]]
+        if sc != prev:
+            s_before[m] = prev_s
+            scene[m] = sc
+            m += 1
+        prev, prev_s = sc, s
+    return s_before[:m], scene[:m]
+
+
 class RouteLookaheadDetector(_MapDetector):
     """Sample the planned route ahead every ``spacing_m``; predict when each scene change is reached."""
 
@@ -155,16 +183,17 @@ class RouteLookaheadDetector(_MapDetector):
             return []
         table = sim.vehicles
         s_now = table.distance_of(vehicle, t_s)
-        ahead = s_now + self.spacing_m * np.arange(1, int((route.length_m - s_now) // self.spacing_m) + 1)
-        if len(ahead) == 0:
+        n_samples = int((route.length_m - s_now) // self.spacing_m)
+        if n_samples <= 0:
             return []
-        scenes = sim.scene_map.edge_scene[route.edges[route.edge_at(ahead)]]
-        hits = _changes(scenes, int(table.scene[vehicle]))
-        if len(hits) == 0:
+        s_hit, scenes = _route_changes_ahead(
+            s_now, self.spacing_m, n_samples, route.edge_end_m, route.edges, sim.scene_map.edge_scene,
+            int(table.scene[vehicle]),
+        )  # fmt: skip
+        if len(scenes) == 0:
             return []
         # the boundary lies between the last sample before the change and the first after it: take the
         # earlier end, so that at planned speed the prediction is never late (early by < spacing_m)
-        s_hit = np.concatenate(([s_now], ahead))[hits]
         if self.observed:
             speed = max(float(table.speed_mps[vehicle]), 0.1)
             when = t_s + (s_hit - s_now) / speed
@@ -173,7 +202,7 @@ class RouteLookaheadDetector(_MapDetector):
             when = t_s + np.interp(s_hit, knots_s, knots_t) - np.interp(s_now, knots_s, knots_t)
         return [
             Boundary(sc, w, d)
-            for sc, w, d in zip(scenes[hits].tolist(), when.tolist(), (s_hit - s_now).tolist(), strict=True)
+            for sc, w, d in zip(scenes.tolist(), when.tolist(), (s_hit - s_now).tolist(), strict=True)
         ]
 
 
