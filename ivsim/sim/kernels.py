@@ -26,7 +26,6 @@ from numba import njit
 __all__ = ["a3_step", "interp_positions", "measure_rows", "uplink_interference"]
 
 _LN10_10 = math.log(10.0) / 10.0
-_INV_LN10 = 1.0 / math.log(10.0)
 
 
 @njit(cache=True, nogil=True)
@@ -76,7 +75,6 @@ def interp_positions(idx, t_s, base_m, s0_m, speed_mps, t0_s, edge_end_m, g, z, 
         out_y[i] = zq.imag
 
 
-@njit(cache=True, nogil=True)
 def measure_rows(
     idx, x, y, s, scene, w,
     shadow_z, shadow_at_m,
@@ -92,32 +90,57 @@ def measure_rows(
     (:class:`~ivsim.sim.pathloss.PathlossCoefficients` fields in their ``FIELDS`` order). Per base
     station: position and the gain / RSRP offsets. Written by vehicle: ``gain_db``, ``rsrp_dbm`` and
     ``gain_lin`` (``10 ** (gain_db / 10)``).
+
+    Two compiled passes with numpy's vectorised ``log10`` and ``exp`` between and after them
+    (a compiled loop calls the scalar ones, several times slower).
     """
-    n_bs = bs_x.shape[0]
+    d2d = np.empty((len(idx), bs_x.shape[0]))
+    d3d = np.empty_like(d2d)
+    _shadow_and_distances(idx, x, y, s, scene, w, shadow_z, shadow_at_m, dcorr_m, pl_coef, bs_x, bs_y, d2d, d3d)
+    gain = _gains(idx, scene, d2d, d3d, np.log10(d3d), shadow_z, sigma_db, extra_db, pl_coef, gain_offset_db,
+                  rsrp_offset_dbm, gain_db, rsrp_dbm)  # fmt: skip
+    gain *= _LN10_10
+    gain_lin[idx] = np.exp(gain, out=gain)
+
+
+@njit(cache=True, nogil=True)
+def _shadow_and_distances(idx, x, y, s, scene, w, shadow_z, shadow_at_m, dcorr_m, pl_coef, bs_x, bs_y, d2d, d3d):
+    """:func:`measure_rows`' first pass: the AR(1) shadowing step, and the 2D / 3D distances to every cell."""
     for r in range(idx.shape[0]):
         i = idx[r]
         sc = scene[r]
         last = shadow_at_m[i]
         rho = 0.0 if math.isnan(last) else math.exp(-abs(s[r] - last) / dcorr_m[sc])
         keep = math.sqrt(1.0 - rho * rho)
-        for b in range(n_bs):
-            zb = rho * shadow_z[i, b] + keep * w[r, b]
-            shadow_z[i, b] = zb
+        for b in range(bs_x.shape[0]):
+            shadow_z[i, b] = rho * shadow_z[i, b] + keep * w[r, b]
             dx = x[r] - bs_x[b]
             dy = y[r] - bs_y[b]
-            d2d = max(math.sqrt(dx * dx + dy * dy), 10.0)
-            d3d = math.sqrt(d2d * d2d + pl_coef[sc, 8, b])
-            lg = math.log(d3d) * _INV_LN10  # log10; libm's log is twice as fast here
-            if d2d <= pl_coef[sc, 0, b]:
-                pl = pl_coef[sc, 1, b] + pl_coef[sc, 2, b] * lg + pl_coef[sc, 3, b] * d3d
+            d = max(math.sqrt(dx * dx + dy * dy), 10.0)
+            d2d[r, b] = d
+            d3d[r, b] = math.sqrt(d * d + pl_coef[sc, 8, b])
+        shadow_at_m[i] = s[r]
+
+
+@njit(cache=True, nogil=True)
+def _gains(idx, scene, d2d, d3d, lg, shadow_z, sigma_db, extra_db, pl_coef, gain_offset_db, rsrp_offset_dbm,
+           gain_db, rsrp_dbm):  # fmt: skip
+    """:func:`measure_rows`' second pass: path loss (``lg = log10(d3d)``), gains and RSRP; returns the gains by row."""
+    out = np.empty_like(d2d)
+    for r in range(idx.shape[0]):
+        i = idx[r]
+        sc = scene[r]
+        for b in range(d2d.shape[1]):
+            if d2d[r, b] <= pl_coef[sc, 0, b]:
+                pl = pl_coef[sc, 1, b] + pl_coef[sc, 2, b] * lg[r, b] + pl_coef[sc, 3, b] * d3d[r, b]
             else:
-                pl = pl_coef[sc, 4, b] + pl_coef[sc, 5, b] * lg
-            pl = max(pl, pl_coef[sc, 6, b] + pl_coef[sc, 7, b] * lg)
-            g = gain_offset_db[b] - (pl + extra_db[sc] + sigma_db[sc] * zb)
+                pl = pl_coef[sc, 4, b] + pl_coef[sc, 5, b] * lg[r, b]
+            pl = max(pl, pl_coef[sc, 6, b] + pl_coef[sc, 7, b] * lg[r, b])
+            g = gain_offset_db[b] - (pl + extra_db[sc] + sigma_db[sc] * shadow_z[i, b])
             gain_db[i, b] = g
             rsrp_dbm[i, b] = rsrp_offset_dbm[b] + g
-            gain_lin[i, b] = math.exp(g * _LN10_10)
-        shadow_at_m[i] = s[r]
+            out[r, b] = g
+    return out
 
 
 @njit(cache=True, nogil=True)
