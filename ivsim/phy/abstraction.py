@@ -430,24 +430,12 @@ class CalibrationTable:
         numpy.ndarray
             ``[n, len(METRICS)]`` float32.
         """
-        bins = self.snr_db
-        x = np.clip(np.asarray(snr_db, dtype=float), bins[0], bins[-1])
-        if len(bins) == 1:
-            s = np.zeros(len(x), dtype=np.int64)
-        else:
-            k = np.clip(np.searchsorted(bins, x, side="right") - 1, 0, len(bins) - 2)
-            w = (x - bins[k]) / (bins[k + 1] - bins[k])
-            s = k + (u[:, 0] < w)
-        v = self.speed_bin(speed_mps)
-        f, m = self.frames, self.n_images
-        image = np.asarray(image, dtype=np.int64)
-        if f >= m:
-            count = (f - 1 - image) // m + 1  # samples k < f with k mod m == image
-            j = np.minimum((u[:, 1] * count).astype(np.int64), count - 1)
-            pick = image + m * j
-        else:
-            pick = np.minimum((u[:, 1] * f).astype(np.int64), f - 1)
-        return self.values[np.asarray(state), np.asarray(scene), s, v, pick]
+        u = np.asarray(u, dtype=float)
+        return _sample_rows(
+            self.values, self.snr_db, self.speed_edges[1:-1], self.frames, self.n_images,
+            np.asarray(state, dtype=np.int64), np.asarray(scene, dtype=np.int64), np.asarray(snr_db, dtype=float),
+            np.asarray(speed_mps, dtype=float), np.asarray(image, dtype=np.int64), u[:, 0].copy(), u[:, 1].copy(),
+        )  # fmt: skip
 
     def cell(self, state: str, scene: str, snr_db: float, speed_bin: int) -> pd.DataFrame:
         """The samples of one cell as a frame (columns :data:`METRICS` and ``image``)."""
@@ -658,6 +646,37 @@ class CalibrationTable:
         return f"{e} estimator states x {c} channel scenes x {s} SNR bins x {v} speed bins x {f} frames: {n:,} samples"
 
 
+@njit(cache=True, nogil=True)
+def _sample_rows(
+    values, bins, inner_speed_edges, frames, n_images, state, scene, snr_db, speed_mps, image, u_snr, u_pick
+):
+    """:meth:`CalibrationTable.sample`'s draw, one frame per row (a compiled loop).
+
+    The SNR bin: the bin at or below the clipped SNR, or the one above it with probability the
+    linear weight between them (``u_snr``); the speed bin: among ``inner_speed_edges``; the sample:
+    uniformly (``u_pick``) among the frames of the frame's image, or among all frames when there are
+    fewer frames than images.
+    """
+    n = state.shape[0]
+    nb = bins.shape[0]
+    out = np.empty((n, values.shape[-1]), dtype=values.dtype)
+    for r in range(n):
+        x = min(max(snr_db[r], bins[0]), bins[nb - 1])
+        s = 0
+        if nb > 1:
+            k = min(max(np.searchsorted(bins, x, side="right") - 1, 0), nb - 2)
+            w = (x - bins[k]) / (bins[k + 1] - bins[k])
+            s = k + 1 if u_snr[r] < w else k
+        v = np.searchsorted(inner_speed_edges, speed_mps[r], side="right")
+        if frames >= n_images:
+            count = (frames - 1 - image[r]) // n_images + 1  # samples k < frames with k mod n_images == image
+            pick = image[r] + n_images * min(int(u_pick[r] * count), count - 1)
+        else:
+            pick = min(int(u_pick[r] * frames), frames - 1)
+        out[r, :] = values[state[r], scene[r], s, v, pick, :]
+    return out
+
+
 def _codes(column: Any, categories: list[str]) -> np.ndarray:
     """Positions of a column's strings in ``categories`` (-1 where absent)."""
     lookup = {k: i for i, k in enumerate(categories)}
@@ -819,7 +838,7 @@ class CalibratedLinkEvaluator:
         state = self._base[held]
         adapters = getattr(batch, "adapter_id", None)
         if adapters is not None:
-            refined = (adapters != "") & (adapters != None)
+            refined = adapters.astype(bool)  # "" and None: the base weights
             for adapter in set(adapters[refined].tolist()):
                 state[adapters == adapter] = self._state_of(0, str(adapter))
         est_names = Labels(state, self._state_estimator)
