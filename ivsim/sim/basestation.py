@@ -179,7 +179,8 @@ class FrameScheduler:
         scores = getattr(evaluator, "scores_images", False)
         # the receiver's estimator (version, adapter); an evaluator's own columns in `extra` take precedence
         mismatched = np.zeros(n, dtype=bool) if uplink else batch.estimator_scene != batch.scene
-        extra = {"estimator_version": batch.estimator_version, "adapter_id": batch.adapter_id, "mismatched": mismatched}
+        adapters = Labels(np.zeros(n, dtype=np.int64) if uplink else table.adapter_code[idx], table.adapter_labels)
+        extra = {"estimator_version": batch.estimator_version, "adapter_id": adapters, "mismatched": mismatched}
         if scores:
             extra |= {"psnr_db": result.psnr_db, "ssim": result.ssim, "nmse_db": result.nmse_db}
         extra |= result.extra

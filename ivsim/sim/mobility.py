@@ -112,6 +112,9 @@ class VehicleTable:
         self.base_scene = np.full(n, -1, dtype=np.int16)  # scene of the base weights under any adapter, -1 = none
         self.estimator_version = np.zeros(n, dtype=np.int32)  # 0 = the base weights, +1 per deployed refinement
         self.adapter_id = np.full(n, "", dtype=object)  # refinement adapter deployed, "" = none
+        self.adapter_labels: list[str] = [""]  # every adapter id used so far (append-only), for the log's Labels
+        self.adapter_code = np.zeros(n, dtype=np.int64)  # adapter_id as a position in adapter_labels
+        self._adapter_codes = {"": 0}
         self.store = PolylineStore()
         self._routes: list[Route | None] = [None] * n  # each vehicle's current route (to rebuild the store)
         self._compact_at = _COMPACT_MIN_POINTS
@@ -153,6 +156,15 @@ class VehicleTable:
             self.base_m[i] = store.add(route)
         self.store = store  # positions cached at this instant stay: every reader of it sees the same ones
         self._compact_at = max(2 * len(store), _COMPACT_MIN_POINTS)
+
+    def set_adapter(self, i: int, adapter_id: str) -> None:
+        """Vehicle ``i`` now uses the estimator adapter ``adapter_id`` (``""``: the base weights)."""
+        code = self._adapter_codes.get(adapter_id)
+        if code is None:
+            code = self._adapter_codes[adapter_id] = len(self.adapter_labels)
+            self.adapter_labels.append(adapter_id)
+        self.adapter_id[i] = adapter_id
+        self.adapter_code[i] = code
 
     def enter_edge(self, i: int, t_s: float, start_m: float, end_m: float, speed_mps: float, scene: int) -> None:
         """Record that vehicle ``i`` enters the route stretch ``[start_m, end_m]`` at ``t_s``."""

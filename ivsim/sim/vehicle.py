@@ -272,7 +272,7 @@ class Vehicle:
         if int(table.estimator_scene[i]) == scene and table.adapter_id[i] == adapter:
             return False
         table.estimator_scene[i] = scene
-        table.adapter_id[i] = adapter
+        table.set_adapter(i, adapter)
         table.estimator_version[i] = version
         sim.detector.reset(i)
         if source != "deploy":
