@@ -85,6 +85,8 @@ class Vehicle:
     last_alarm_s: float = float("nan")
     _sched_t: np.ndarray | None = None
     _sched_scene: np.ndarray | None = None
+    _sched_entry_t: np.ndarray | None = None
+    _sched_entry_scene: np.ndarray | None = None
     _clock: tuple[np.ndarray, np.ndarray] | None = None
 
     def run(self) -> Generator[simpy.Event, None, None]:
@@ -123,9 +125,10 @@ class Vehicle:
             while k > 0 and sc[k - 1] == scene:
                 k -= 1
             return float(t[k])
-        entries = np.concatenate(([True], sc[1:] != sc[:-1]))
-        later = np.flatnonzero((t > t_s) & (sc == scene) & entries)
-        return float(t[later[0]]) if len(later) else float("nan")
+        et, es = self._sched_entry_t, self._sched_entry_scene  # the trip's scene entries, in time order
+        k = int(np.searchsorted(et, t_s, side="right"))
+        later = np.flatnonzero(es[k:] == scene)
+        return float(et[k + later[0]]) if len(later) else float("nan")
 
     def planned_clock(self) -> tuple[np.ndarray, np.ndarray]:
         """``(distance_m, time_s)`` knots along this trip's route at the map's planned edge speeds."""
@@ -327,6 +330,8 @@ class Vehicle:
         durations = np.array([(b - a) / v for a, b, v, _ in stretches])
         self._sched_t = env.now + np.concatenate(([0.0], np.cumsum(durations)[:-1]))
         self._sched_scene = np.array([sc for *_, sc in stretches])
+        entry = np.concatenate(([True], self._sched_scene[1:] != self._sched_scene[:-1]))
+        self._sched_entry_t, self._sched_entry_scene = self._sched_t[entry], self._sched_scene[entry]
         start_m, end_m, speed, scene = stretches[0]
         table.enter_edge(i, env.now, start_m, end_m, speed, scene)
         if table.estimator_scene[i] < 0:  # a vehicle holds the estimator of the scene it first departs in
