@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["a3_step", "interp_positions", "measure_rows", "uplink_interference"]
+__all__ = ["a3_step", "interp_positions", "measure_rows", "sinr_ratios", "uplink_interference"]
 
 _LN10_10 = math.log(10.0) / 10.0
 
@@ -206,3 +206,29 @@ def uplink_interference(idx, serving, gain_lin, p_ue_mw, load, same_carrier):
                 acc += load[c] * total[c, b] / count[c]
         out[b] = acc
     return out
+
+
+@njit(cache=True, nogil=True)
+def sinr_ratios(idx, bs, gain_lin, p_signal_mw, noise_mw, interf_mw, p_tx_mw, load, same_carrier):
+    """Linear ``(S / (N + I), S / N)`` of vehicles ``idx`` served by cells ``bs`` (one row each).
+
+    ``S = p_signal_mw[bs] * gain_lin[i, bs]``, ``N = noise_mw[bs]``. ``I = interf_mw[bs]`` when given
+    (uplink: held per cell); else (``interf_mw`` empty: downlink) the other cells on the serving
+    carrier, ``sum_c p_tx_mw[c] * gain_lin[i, c] * load[c]``.
+    """
+    n = idx.shape[0]
+    si = np.empty(n)
+    sn = np.empty(n)
+    for r in range(n):
+        i = idx[r]
+        b = bs[r]
+        signal = p_signal_mw[b] * gain_lin[i, b]
+        if interf_mw.shape[0] > 0:
+            interf = interf_mw[b]
+        else:
+            interf = 0.0
+            for c in range(gain_lin.shape[1]):
+                interf += p_tx_mw[c] * gain_lin[i, c] * (load[c] * same_carrier[b, c])
+        si[r] = signal / (noise_mw[b] + interf)
+        sn[r] = signal / noise_mw[b]
+    return si, sn

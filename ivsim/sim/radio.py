@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ivsim.sim.eventlog import Labels
-from ivsim.sim.kernels import a3_step, measure_rows, uplink_interference
+from ivsim.sim.kernels import a3_step, measure_rows, sinr_ratios, uplink_interference
 from ivsim.sim.pathloss import PathlossCoefficients, shadow_params
 
 if TYPE_CHECKING:
@@ -196,18 +196,17 @@ class RadioNetwork:
 
     def sinr_db(self, idx: np.ndarray, bs: np.ndarray, *, uplink: bool) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(sinr_db, snr_db)`` of vehicles ``idx`` served by ``bs`` (arrays of equal length)."""
-        gain = self.gain_lin[idx]  # (n, B)
-        own = gain[np.arange(len(idx)), bs]
-        load = self.interference_load()
+        load = np.asarray(self.interference_load(), dtype=float)
+        idx = np.asarray(idx, dtype=np.intp)
+        bs = np.asarray(bs, dtype=np.intp)
         if uplink:
-            signal = self._p_ue_mw * own
-            noise = self._noise_ul_mw[bs]
-            interf = self._uplink_interference(load)[bs]
+            p_signal = np.full(self.n_bs, self._p_ue_mw)
+            si, sn = sinr_ratios(idx, bs, self.gain_lin, p_signal, self._noise_ul_mw, self._uplink_interference(load),
+                                 self._p_tx_mw, load, self.same_carrier)  # fmt: skip
         else:
-            signal = self._p_tx_mw[bs] * own
-            noise = self._noise_dl_mw[bs]
-            interf = (self._p_tx_mw[None, :] * gain * (load[None, :] * self.same_carrier[bs])).sum(axis=1)
-        return lin_to_db(signal / (noise + interf)), lin_to_db(signal / noise)
+            si, sn = sinr_ratios(idx, bs, self.gain_lin, self._p_tx_mw, self._noise_dl_mw, np.empty(0), self._p_tx_mw,
+                                 load, self.same_carrier)  # fmt: skip
+        return lin_to_db(si), lin_to_db(sn)
 
     def sinr_one_db(self, i: int, bs: int, *, uplink: bool) -> float:
         """:meth:`sinr_db`'s SINR for one vehicle ``i`` served by ``bs``, in scalar arithmetic (requests, budgets)."""
