@@ -152,15 +152,15 @@ def bench_sweep(
     runs: int = 8,
     workers: int = 2,
     vehicles: int = 1000,
-    duration_s: float = 3600.0,
+    duration_s: float = 7200.0,
     scenario: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Time one sweep serially and on a ``workers``-process Dask LocalCluster.
 
     The sweep: ``runs`` seeds of the fleet scenario (analytic link, ``vehicles`` taxis
-    always on the road, ``duration_s`` simulated; the defaults make one run 40 s to a
-    minute on a 2-core CPU, so that starting the workers does not dominate). Both
+    always on the road, ``duration_s`` simulated; the defaults, two simulated hours, make
+    one run about 40 s on a 2-core CPU, so that starting the workers does not dominate). Both
     passes write their own output folder; nothing is reused between them.
 
     Returns

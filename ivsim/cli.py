@@ -120,7 +120,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bsw.add_argument("--runs", type=int, default=8, help="runs (seeds) in the sweep (default 8)")
     bsw.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     bsw.add_argument("--vehicles", type=int, default=1000, help="vehicles per run (default 1000)")
-    bsw.add_argument("--duration", type=float, default=3600.0, help="simulated seconds per run (default 3600)")
+    bsw.add_argument("--duration", type=float, default=7200.0, help="simulated seconds per run (default 7200)")
     bl = bench_sub.add_parser(
         "link", help="neural link: batched vs one frame at a time, inside the simulator, and the full-rate cost"
     )

@@ -903,6 +903,7 @@ class CalibratedRefiner(AnalyticRefiner):
         self.table = evaluator.table
         self._refined = self.table.refined_states()
         self._warned: set[tuple[str, str]] = set()
+        self._matches: dict[tuple, tuple[int, bool] | str] = {}  # request key -> _match's answer or error
         if not self._refined and scenario.refinement.policy.kind not in ("never", "oracle"):
             msg = (
                 f"{self.table.path}: the calibration table has no refined estimator states, and refinement.policy "
@@ -911,7 +912,20 @@ class CalibratedRefiner(AnalyticRefiner):
             raise ModelError(msg)
 
     def _match(self, request: RefineRequest) -> tuple[int, bool]:
-        """The table state a request's adapter stands for, and whether it is an exact match."""
+        """The table state a request's adapter stands for, and whether it is an exact match (one search per kind)."""
+        key = (request.base_scene, request.target_scene, request.samples, request.steps, request.rank, request.pilots)
+        answer = self._matches.get(key)
+        if answer is None:
+            try:
+                answer = self._search(request)
+            except ModelError as exc:
+                answer = str(exc)
+            self._matches[key] = answer
+        if isinstance(answer, str):
+            raise ModelError(answer)
+        return answer
+
+    def _search(self, request: RefineRequest) -> tuple[int, bool]:
         states = self.table.states
         pair = [
             i
