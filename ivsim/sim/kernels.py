@@ -1,16 +1,18 @@
-"""Compiled loops of the fast core (numba): one pass over the vehicles where numpy needs dozens.
+"""Compiled loops of the fast core (numba): a pass or two over the vehicles where numpy needs dozens.
 
 The radio network measures every vehicle towards every base station twice a second, and the
 vehicle table interpolates every vehicle's position at each instant someone reads it. In numpy
 each step of these is a separate pass over a ``(vehicle, base station)`` array (about 40 array
 operations per measurement, each with its own temporary); these kernels do the same arithmetic
-in one loop per vehicle. They take and update plain arrays in place, draw no random numbers
-(the caller passes the normal draws of its own stream) and hold no state.
+in loops over the vehicles, leaving to numpy only what it vectorises better (``log10`` and ``exp``
+of whole arrays). They take and update plain arrays in place, draw no random numbers (the caller
+passes the normal draws of its own stream) and hold no state.
 
 What each computes is documented where it is used: :meth:`ivsim.sim.radio.RadioNetwork.measure`,
-:meth:`ivsim.sim.radio.RadioNetwork.run` (A3) and :meth:`ivsim.sim.mobility.VehicleTable.positions`.
-The formulas are the numpy ones of :func:`ivsim.sim.pathloss.evaluate_pathloss` and
-``np.interp``; the tests compare them.
+:meth:`ivsim.sim.radio.RadioNetwork.run` (A3), :meth:`ivsim.sim.radio.RadioNetwork.sinr_db` and
+:meth:`ivsim.sim.mobility.VehicleTable.positions`. The formulas are the numpy ones of
+:func:`ivsim.sim.pathloss.evaluate_pathloss` and ``np.interp``; ``tests/sim/test_kernels.py``
+compares them.
 
 Compiled on first use and cached beside this file (numba's ``cache=True``; a read-only install
 falls back to numba's user cache folder).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ivsim.sim.kernels import a3_step, interp_positions, measure_rows, uplink_interference
+from ivsim.sim.kernels import a3_step, interp_positions, measure_rows, sinr_ratios, uplink_interference
 from ivsim.sim.pathloss import PathlossCoefficients, evaluate_pathloss
 
 
@@ -165,3 +165,24 @@ def test_uplink_interference_is_the_load_weighted_mean_of_other_cells_vehicles()
             if same[b, c] and len(members) and load[c] > 0:
                 want[b] += load[c] * np.mean(0.2 * gain_lin[members, b])
     np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+def test_sinr_ratios_downlink_and_uplink_match_the_numpy_formulas() -> None:
+    rng = np.random.default_rng(4)
+    n, n_bs = 30, 4
+    gain_lin = 10 ** (rng.uniform(-140, -80, (n, n_bs)) / 10)
+    idx = rng.permutation(n)[:20].astype(np.intp)
+    bs = rng.integers(0, n_bs, 20).astype(np.intp)
+    p_tx, noise, load = 10 ** (rng.uniform(30, 46, n_bs) / 10), rng.uniform(1e-11, 1e-10, n_bs), rng.random(n_bs)
+    same = rng.random((n_bs, n_bs)) < 0.7
+    np.fill_diagonal(same, False)
+    gain = gain_lin[idx]
+    own = gain[np.arange(20), bs]
+    interf = (p_tx[None, :] * gain * (load[None, :] * same[bs])).sum(axis=1)
+    si, sn = sinr_ratios(idx, bs, gain_lin, p_tx, noise, np.empty(0), p_tx, load, same)
+    np.testing.assert_allclose(si, p_tx[bs] * own / (noise[bs] + interf), rtol=1e-12)
+    np.testing.assert_allclose(sn, p_tx[bs] * own / noise[bs], rtol=1e-12)
+    held = rng.uniform(1e-12, 1e-9, n_bs)  # uplink: the interference each cell holds
+    si, sn = sinr_ratios(idx, bs, gain_lin, np.full(n_bs, 0.2), noise, held, p_tx, load, same)
+    np.testing.assert_allclose(si, 0.2 * own / (noise[bs] + held[bs]), rtol=1e-12)
+    np.testing.assert_allclose(sn, 0.2 * own / noise[bs], rtol=1e-12)
