@@ -13,6 +13,7 @@ positions are exact: ``position(0)`` is the origin node and ``position(length_m)
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -275,7 +276,7 @@ class Router:
         row_of = self.roadmap.node_index
         stop_rows = [row_of(node) for node in stops]
         legs = [np.array([stop_rows[0]], dtype=np.int64)]
-        for a, b in zip(stop_rows[:-1], stop_rows[1:], strict=True):
+        for a, b in itertools.pairwise(stop_rows):
             if a != b:
                 legs.append(self._path_rows(a, b)[1:])
         rows = legs[0] if len(legs) == 1 else np.concatenate(legs)
