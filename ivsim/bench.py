@@ -160,7 +160,7 @@ def bench_sweep(
 
     The sweep: ``runs`` seeds of the fleet scenario (analytic link, ``vehicles`` taxis
     always on the road, ``duration_s`` simulated; the defaults, two simulated hours, make
-    one run about 40 s on a 2-core CPU, so that starting the workers does not dominate). Both
+    one run about a minute on a 2-core CPU, so that starting the workers does not dominate). Both
     passes write their own output folder; nothing is reused between them.
 
     Returns

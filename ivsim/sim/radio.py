@@ -131,6 +131,7 @@ class RadioNetwork:
         # SINR terms per base station (mW): transmit powers, and the noise on each link direction
         self._p_tx_mw = db_to_lin(self.tx_power_dbm)
         self._p_ue_mw = float(db_to_lin(sc.radio.ue_tx_power_dbm))
+        self._p_ue_mw_per_bs = np.full(self.n_bs, self._p_ue_mw)  # the uplink's signal power, by serving cell
         noise_dbm = _KT_DBM_PER_HZ + lin_to_db(self.bandwidth_hz)
         self._noise_dl_mw = db_to_lin(noise_dbm + sc.radio.ue_noise_figure_db)
         self._noise_ul_mw = db_to_lin(noise_dbm + self.bs_nf_db)
@@ -200,9 +201,8 @@ class RadioNetwork:
         idx = np.asarray(idx, dtype=np.intp)
         bs = np.asarray(bs, dtype=np.intp)
         if uplink:
-            p_signal = np.full(self.n_bs, self._p_ue_mw)
-            si, sn = sinr_ratios(idx, bs, self.gain_lin, p_signal, self._noise_ul_mw, self._uplink_interference(load),
-                                 self._p_tx_mw, load, self.same_carrier)  # fmt: skip
+            si, sn = sinr_ratios(idx, bs, self.gain_lin, self._p_ue_mw_per_bs, self._noise_ul_mw,
+                                 self._uplink_interference(load), self._p_tx_mw, load, self.same_carrier)  # fmt: skip
         else:
             si, sn = sinr_ratios(idx, bs, self.gain_lin, self._p_tx_mw, self._noise_dl_mw, np.empty(0), self._p_tx_mw,
                                  load, self.same_carrier)  # fmt: skip
@@ -235,7 +235,9 @@ class RadioNetwork:
             return self._ul_interf
         veh = self.sim.vehicles
         idx = np.flatnonzero(veh.active & (veh.serving >= 0))
-        out = uplink_interference(idx, veh.serving, self.gain_lin, self._p_ue_mw, np.asarray(load, float), self.same_carrier)
+        out = uplink_interference(
+            idx, veh.serving, self.gain_lin, self._p_ue_mw, np.asarray(load, float), self.same_carrier
+        )
         self._ul_interf = out
         return out
 
