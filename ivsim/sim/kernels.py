@@ -9,8 +9,8 @@ of whole arrays). They take and update plain arrays in place, draw no random num
 passes the normal draws of its own stream) and hold no state.
 
 What each computes is documented where it is used: :meth:`ivsim.sim.radio.RadioNetwork.measure`,
-:meth:`ivsim.sim.radio.RadioNetwork.run` (A3), :meth:`ivsim.sim.radio.RadioNetwork.sinr_db` and
-:meth:`ivsim.sim.mobility.VehicleTable.positions`. The formulas are the numpy ones of
+:meth:`ivsim.sim.radio.RadioNetwork.run` (A3), :meth:`ivsim.sim.radio.RadioNetwork.sinr_db`,
+:meth:`ivsim.sim.mobility.VehicleTable.positions` and a trip's stretches (:mod:`ivsim.sim.vehicle`). The formulas are the numpy ones of
 :func:`ivsim.sim.pathloss.evaluate_pathloss` and ``np.interp``; ``tests/sim/test_kernels.py``
 compares them.
 
@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["a3_step", "interp_positions", "measure_rows", "sinr_ratios", "uplink_interference"]
+__all__ = ["a3_step", "interp_positions", "measure_rows", "sinr_ratios", "trip_stretches", "uplink_interference"]
 
 _LN10_10 = math.log(10.0) / 10.0
 
@@ -234,3 +234,36 @@ def sinr_ratios(idx, bs, gain_lin, p_signal_mw, noise_mw, interf_mw, p_tx_mw, lo
         si[r] = signal / (noise_mw[b] + interf)
         sn[r] = signal / noise_mw[b]
     return si, sn
+
+
+@njit(cache=True, nogil=True)
+def trip_stretches(edges, speed_mps, speed_factor, edge_scene, edge_start_m, edge_end_m, t_s):
+    """A route's stretches of constant speed and scene, and when a trip departing at ``t_s`` starts each.
+
+    Edge ``k`` of the route is map edge ``edges[k]`` (speed ``speed_mps[edges[k]] * speed_factor``,
+    scene ``edge_scene[edges[k]]``), from ``edge_start_m[k]`` to ``edge_end_m[k]`` along the route.
+    Returns ``(start_m, end_m, speed, scene, begins_s)``, one entry per stretch; a stretch's start
+    time is ``t_s`` plus the running sum of the earlier stretches' durations, as ``np.cumsum`` adds.
+    """
+    n = edges.shape[0]
+    start_m = np.empty(n)
+    end_m = np.empty(n)
+    speed = np.empty(n)
+    scene = np.empty(n, dtype=edge_scene.dtype)
+    begins = np.empty(n)
+    m = -1
+    acc = 0.0
+    for k in range(n):
+        v = speed_mps[edges[k]] * speed_factor
+        sc = edge_scene[edges[k]]
+        if m < 0 or v != speed[m] or sc != scene[m]:
+            if m >= 0:
+                acc += (end_m[m] - start_m[m]) / speed[m]
+            m += 1
+            start_m[m] = edge_start_m[k]
+            speed[m] = v
+            scene[m] = sc
+            begins[m] = t_s + acc
+        end_m[m] = edge_end_m[k]
+    m += 1
+    return start_m[:m], end_m[:m], speed[:m], scene[:m], begins[:m]

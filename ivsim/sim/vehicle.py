@@ -18,6 +18,7 @@ frames of all its vehicles at each frame instant (see
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ivsim.errors import RouteError
+from ivsim.sim.kernels import trip_stretches
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -83,10 +85,8 @@ class Vehicle:
     last_change_s: float = float("nan")
     """When the vehicle last changed scene (not counting departures)."""
     last_alarm_s: float = float("nan")
-    _sched_t: np.ndarray | None = None
-    _sched_scene: np.ndarray | None = None
-    _sched_entry_t: np.ndarray | None = None
-    _sched_entry_scene: np.ndarray | None = None
+    _entry_t: list[float] | None = None  # this trip's scene entries (time, scene), in time order
+    _entry_scene: list[int] | None = None
     _clock: tuple[np.ndarray, np.ndarray] | None = None
 
     def run(self) -> Generator[simpy.Event, None, None]:
@@ -117,18 +117,16 @@ class Vehicle:
         If the vehicle is in ``scene`` at ``t_s``, the entry it made (unless ``next_entry``:
         then the next one after ``t_s``).
         """
-        if self._sched_t is None or self._sched_scene is None:
+        et, es = self._entry_t, self._entry_scene
+        if et is None or es is None:
             return float("nan")
-        t, sc = self._sched_t, self._sched_scene
-        k = int(np.searchsorted(t, t_s, side="right")) - 1
-        if not next_entry and k >= 0 and sc[k] == scene:
-            while k > 0 and sc[k - 1] == scene:
-                k -= 1
-            return float(t[k])
-        et, es = self._sched_entry_t, self._sched_entry_scene  # the trip's scene entries, in time order
-        k = int(np.searchsorted(et, t_s, side="right"))
-        later = np.flatnonzero(es[k:] == scene)
-        return float(et[k + later[0]]) if len(later) else float("nan")
+        k = bisect.bisect_right(et, t_s)  # entries up to t_s: et[:k]; the last of them is the scene at t_s
+        if not next_entry and k > 0 and es[k - 1] == scene:
+            return et[k - 1]
+        for j in range(k, len(es)):
+            if es[j] == scene:
+                return et[j]
+        return float("nan")
 
     def planned_clock(self) -> tuple[np.ndarray, np.ndarray]:
         """``(distance_m, time_s)`` knots along this trip's route at the map's planned edge speeds."""
@@ -301,21 +299,19 @@ class Vehicle:
         if departing or sim.detector.maps_scenes:
             self.decide("depart" if departing else "scene")
 
-    def _stretches(self, route: Route) -> list[tuple[float, float, float, int]]:
-        """Split a route into ``(start_m, end_m, speed_mps, scene)`` stretches of constant speed and scene."""
-        roadmap = self.sim.roadmap
-        edges = route.edges
-        speed = roadmap.speed_mps[edges] * self.speed_factor
-        scene = self.sim.scene_map.edge_scene[edges]
-        change = np.flatnonzero((np.diff(speed) != 0) | (np.diff(scene) != 0)) + 1
-        starts = np.concatenate(([0], change))
-        ends = np.concatenate((change, [len(edges)]))
-        return list(
-            zip(
-                route.edge_start_m[starts].tolist(), route.edge_end_m[ends - 1].tolist(), speed[starts].tolist(),
-                scene[starts].tolist(), strict=True,
-            )
+    def _stretches(
+        self, route: Route, t_s: float
+    ) -> tuple[list[tuple[float, float, float, int]], np.ndarray, np.ndarray]:
+        """Split a route into ``(start_m, end_m, speed_mps, scene)`` stretches of constant speed and scene.
+
+        Also returns when each stretch starts, for a trip departing at ``t_s``, and each stretch's scene.
+        """
+        start_m, end_m, speed, scene, begins = trip_stretches(
+            route.edges, self.sim.roadmap.speed_mps, float(self.speed_factor), self.sim.scene_map.edge_scene,
+            route.edge_start_m, route.edge_end_m, float(t_s),
         )  # fmt: skip
+        stretches = list(zip(start_m.tolist(), end_m.tolist(), speed.tolist(), scene.tolist(), strict=True))
+        return stretches, begins, scene
 
     def _drive(self, route: Route, trip: int) -> Generator[simpy.Event, None, None]:
         sim = self.sim
@@ -325,13 +321,10 @@ class Vehicle:
         vid = self.vehicle_id
         table.start_trip(i, route)
         self.waiting.clear()  # requests of the last trip held back by an outage are void
-        stretches = self._stretches(route)
+        stretches, begins, scenes = self._stretches(route, env.now)
         self.route, self.trip, self._clock = route, trip, None
-        durations = np.array([(b - a) / v for a, b, v, _ in stretches])
-        self._sched_t = env.now + np.concatenate(([0.0], np.cumsum(durations)[:-1]))
-        self._sched_scene = np.array([sc for *_, sc in stretches])
-        entry = np.concatenate(([True], self._sched_scene[1:] != self._sched_scene[:-1]))
-        self._sched_entry_t, self._sched_entry_scene = self._sched_t[entry], self._sched_scene[entry]
+        entry = np.concatenate(([True], scenes[1:] != scenes[:-1]))
+        self._entry_t, self._entry_scene = begins[entry].tolist(), scenes[entry].tolist()
         start_m, end_m, speed, scene = stretches[0]
         table.enter_edge(i, env.now, start_m, end_m, speed, scene)
         if table.estimator_scene[i] < 0:  # a vehicle holds the estimator of the scene it first departs in

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ class Route:
         tuple
             ``(x_m, y_m)``: floats for a scalar, else arrays shaped like ``s_m``.
         """
+        if isinstance(s_m, (float, int)):  # one point: one compiled step instead of five numpy calls
+            return _point_at(self.cum_m, self.xy, float(s_m))
         s = np.clip(s_m, 0.0, self.length_m)
         x = np.interp(s, self.cum_m, self.xy[:, 0])
         y = np.interp(s, self.cum_m, self.xy[:, 1])
@@ -368,6 +371,35 @@ class Router:
     def travel_time_s(self, route: Route) -> float:
         """Return the free-flow travel time of a route (sum of its edges' ``travel_time_s``)."""
         return float(self.roadmap.travel_time_s[route.edges].sum())
+
+
+@njit(cache=True, nogil=True)
+def _point_at(cum: np.ndarray, xy: np.ndarray, s: float) -> tuple[float, float]:
+    """:meth:`Route.position` of one distance ``s``: ``np.interp`` of ``xy`` over ``cum`` at ``s`` clipped to the route."""
+    n = cum.shape[0]
+    s = min(max(s, 0.0), cum[n - 1])
+    lo, hi = 0, n  # j: the last knot at or before s
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cum[mid] <= s:
+            lo = mid + 1
+        else:
+            hi = mid
+    j = lo - 1
+    if j < 0:
+        return xy[0, 0], xy[0, 1]
+    if j >= n - 1 or cum[j] == s:
+        return xy[j, 0], xy[j, 1]
+    out = np.empty(2)
+    for c in range(2):
+        slope = (xy[j + 1, c] - xy[j, c]) / (cum[j + 1] - cum[j])
+        v = slope * (s - cum[j]) + xy[j, c]
+        if math.isnan(v):  # as np.interp: from the other end, then a flat segment's value
+            v = slope * (s - cum[j + 1]) + xy[j + 1, c]
+            if math.isnan(v) and xy[j, c] == xy[j + 1, c]:
+                v = xy[j, c]
+        out[c] = v
+    return out[0], out[1]
 
 
 @njit(cache=True, nogil=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ivsim.sim.kernels import a3_step, interp_positions, measure_rows, sinr_ratios, uplink_interference
+from ivsim.sim.kernels import a3_step, interp_positions, measure_rows, sinr_ratios, trip_stretches, uplink_interference
 from ivsim.sim.pathloss import PathlossCoefficients, evaluate_pathloss
 
 
@@ -186,3 +186,29 @@ def test_sinr_ratios_downlink_and_uplink_match_the_numpy_formulas() -> None:
     si, sn = sinr_ratios(idx, bs, gain_lin, np.full(n_bs, 0.2), noise, held, p_tx, load, same)
     np.testing.assert_allclose(si, 0.2 * own / (noise[bs] + held[bs]), rtol=1e-12)
     np.testing.assert_allclose(sn, 0.2 * own / noise[bs], rtol=1e-12)
+
+
+def test_trip_stretches_match_the_numpy_split_and_cumsum() -> None:
+    rng = np.random.default_rng(4)
+    speed_mps = rng.choice([5.0, 8.3, 13.9], 300)
+    edge_scene = rng.choice([0, 1, 2], 300).astype(np.int8)
+    for trial in range(20):
+        n = int(rng.integers(1, 60))
+        edges = rng.integers(0, 300, n)
+        edges[rng.random(n) < 0.4] = edges[0]  # runs of equal speed and scene
+        length = rng.uniform(0, 80, n)
+        length[rng.random(n) < 0.1] = 0.0
+        end = np.cumsum(length)
+        start = np.concatenate(([0.0], end[:-1]))
+        factor, t_s = float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, 1000))
+        a, b, v, sc, begins = trip_stretches(edges, speed_mps, factor, edge_scene, start, end, t_s)
+        speed, scene = speed_mps[edges] * factor, edge_scene[edges]  # the numpy split the kernel replaced
+        change = np.flatnonzero((np.diff(speed) != 0) | (np.diff(scene) != 0)) + 1
+        starts, ends = np.concatenate(([0], change)), np.concatenate((change, [n]))
+        np.testing.assert_array_equal(a, start[starts])
+        np.testing.assert_array_equal(b, end[ends - 1])
+        np.testing.assert_array_equal(v, speed[starts])
+        np.testing.assert_array_equal(sc, scene[starts])
+        want = t_s + np.concatenate(([0.0], np.cumsum((end[ends - 1] - start[starts]) / speed[starts])[:-1]))
+        np.testing.assert_array_equal(begins, want)  # bit for bit: the trip schedule the log's times come from
+        assert len(set(zip(v[1:] == v[:-1], sc[1:] == sc[:-1], strict=True)) & {(True, True)}) == 0

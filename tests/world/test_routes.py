@@ -268,3 +268,14 @@ def test_candidate_nodes(nyc_map: RoadMap) -> None:
     assert candidate_nodes(nyc_map, NodeSampler(kind="nodes", nodes=listed)).tolist() == listed
     with pytest.raises(RouteError, match=r"nodes \[1\] are not in the road graph"):
         candidate_nodes(nyc_map, NodeSampler(kind="nodes", nodes=[*listed, 1]))
+
+
+def test_position_of_one_distance_is_np_interp_bit_for_bit(brooklyn_route: Route) -> None:
+    r = brooklyn_route
+    rng = np.random.default_rng(2)
+    qs = [*rng.uniform(-10, r.length_m + 10, 200).tolist(), *r.cum_m.tolist(), 0.0, r.length_m, -1.0, r.length_m + 1]
+    for q in qs:  # the scalar path (a compiled step) against the array path (np.interp)
+        x, y = r.position(q)
+        xs, ys = r.position(np.array([q]))
+        assert isinstance(x, float) and isinstance(y, float)
+        assert (x, y) == (float(xs[0]), float(ys[0]))
