@@ -10,9 +10,9 @@ passes the normal draws of its own stream) and hold no state.
 
 What each computes is documented where it is used: :meth:`ivsim.sim.radio.RadioNetwork.measure`,
 :meth:`ivsim.sim.radio.RadioNetwork.run` (A3), :meth:`ivsim.sim.radio.RadioNetwork.sinr_db`,
-:meth:`ivsim.sim.mobility.VehicleTable.positions` and a trip's stretches (:mod:`ivsim.sim.vehicle`). The formulas are the numpy ones of
-:func:`ivsim.sim.pathloss.evaluate_pathloss` and ``np.interp``; ``tests/sim/test_kernels.py``
-compares them.
+:meth:`ivsim.sim.mobility.VehicleTable.positions` and a trip's stretches (:mod:`ivsim.sim.vehicle`).
+The formulas are the numpy ones of :func:`ivsim.sim.pathloss.evaluate_pathloss`, ``np.interp`` and
+``np.cumsum``; ``tests/sim/test_kernels.py`` compares them.
 
 Compiled on first use and cached beside this file (numba's ``cache=True``; a read-only install
 falls back to numba's user cache folder).

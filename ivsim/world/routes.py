@@ -376,6 +376,8 @@ class Router:
 @njit(cache=True, nogil=True)
 def _point_at(cum: np.ndarray, xy: np.ndarray, s: float) -> tuple[float, float]:
     """:meth:`Route.position` of one distance ``s``: ``np.interp`` of ``xy`` over ``cum`` at ``s`` clipped to the route."""
+    if math.isnan(s):
+        return math.nan, math.nan
     n = cum.shape[0]
     s = min(max(s, 0.0), cum[n - 1])
     lo, hi = 0, n  # j: the last knot at or before s

@@ -279,3 +279,4 @@ def test_position_of_one_distance_is_np_interp_bit_for_bit(brooklyn_route: Route
         xs, ys = r.position(np.array([q]))
         assert isinstance(x, float) and isinstance(y, float)
         assert (x, y) == (float(xs[0]), float(ys[0]))
+    assert all(np.isnan(v) for v in (*r.position(float("nan")), *r.position(np.array([np.nan]))))
