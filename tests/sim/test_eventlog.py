@@ -149,6 +149,21 @@ def test_part_readable_while_open(tmp_path: Path) -> None:
     log.close()
 
 
+@pytest.mark.parametrize("combine", ["background", "at_close"])
+def test_events_file_keeps_statistics_of_the_filter_columns(tmp_path: Path, combine: str) -> None:
+    """events.parquet has min/max of seq, t_s, event, entity_id and vehicle per row group (a reader skips row
+    groups by time), none of the value columns; a filtered read gives exactly the rows asked for."""
+    log = EventLog(tmp_path / "run", "r", flush_rows=50, background=combine == "background")
+    for i in range(300):
+        log.log("tx", float(i), f"v{i % 7}", vehicle=f"v{i % 7}", psnr_db=20.0 + i % 5)
+    path = log.close()
+    meta = pq.ParquetFile(path).metadata
+    stats = {meta.schema.column(j).name: meta.row_group(0).column(j).is_stats_set for j in range(meta.num_columns)}
+    assert {c for c, has in stats.items() if has} == set(eventlog._WRITE_OPTIONS["write_statistics"])
+    late = pq.read_table(path, filters=[("t_s", ">=", 250.0)]).to_pandas()
+    assert late["seq"].tolist() == list(range(250, 300))
+
+
 def test_killed_run_keeps_flushed_rows(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     log = EventLog(run_dir, "killed", flush_rows=4)
