@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,6 +35,7 @@ from ivsim.rng import RngStreams
 from ivsim.sim.basestation import BaseStation, FrameScheduler
 from ivsim.sim.cloud import CloudNode
 from ivsim.sim.eventlog import EventLog
+from ivsim.sim.interrupts import caused_by_interrupt, interrupts_at_safe_points
 from ivsim.sim.links import LinkBatcher, LinkEvaluator, make_link_evaluator
 from ivsim.sim.mobility import VehicleTable
 from ivsim.sim.radio import RadioNetwork
@@ -374,18 +374,17 @@ class Simulation:
         self._write_manifest("running", started_at, 0.0)
         self.status = "running"
         try:
-            with _sigterm_as_interrupt(), _long_lived_frozen():
+            with interrupts_at_safe_points(), _long_lived_frozen():
                 for k in range(1, steps + 1):
                     self.env.run(until=duration * k / steps)
                     if progress is not None:
                         progress(self.env.now)
-        except KeyboardInterrupt:
-            self.status = "interrupted"
+        except BaseException as exc:
+            # an interrupt that C code turned into another error (a SystemError) is still an interrupt
+            self.status = "interrupted" if caused_by_interrupt(exc) else "failed"
             self._finish(started_at, wall0)
-            raise
-        except BaseException:
-            self.status = "failed"
-            self._finish(started_at, wall0)
+            if self.status == "interrupted" and not isinstance(exc, KeyboardInterrupt):
+                raise KeyboardInterrupt from exc
             raise
         self.status = "complete"
         return self._finish(started_at, wall0)
@@ -476,22 +475,3 @@ def _long_lived_frozen() -> Generator[None, None, None]:
         yield
     finally:
         gc.unfreeze()
-
-
-class _sigterm_as_interrupt:  # noqa: N801 - used as a context manager
-    """Turn SIGTERM into KeyboardInterrupt while a run is going (main thread only)."""
-
-    def __enter__(self) -> None:
-        self._old = None
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread
-            self._old = None
-
-    @staticmethod
-    def _handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)

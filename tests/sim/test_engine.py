@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,56 @@ def test_interrupted_run_keeps_what_was_logged(nyc_map: RoadMap, tmp_path: Path)
     assert df.t_s.max() >= stop_at[0] - 1.0  # it ran up to the interruption
     assert manifest["event_counts"] == event_counts(df).to_dict()
     assert manifest["sim_time_s"] == stop_at[0]
+
+
+def test_ctrl_c_inside_a_flush_waits_for_it_and_keeps_every_row(
+    nyc_map: RoadMap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ivsim.sim import eventlog
+
+    scenario = _short_scenario("duration_s=60", "output.flush_rows=40")
+    run_dir = tmp_path / "run"
+    sim = Simulation(scenario, roadmap=nyc_map, run_dir=run_dir)
+    flush = eventlog.EventLog._flush
+    calls: list[tuple[int, int]] = []  # (rows logged, rows flushed) when each flush returned
+
+    def flush_with_ctrl_c(log: eventlog.EventLog, *, wait: bool) -> Path | None:
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # Python's handler would raise here, mid-flush
+        path = flush(log, wait=wait)
+        calls.append((log._seq, log._flushed_seq))
+        return path
+
+    monkeypatch.setattr(eventlog.EventLog, "_flush", flush_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        sim.run()
+    assert sim.status == "interrupted"
+    assert 3 <= len(calls) <= 4  # the third flush ran to its end; the abort flushed once more
+    assert calls[2][0] == calls[2][1] > calls[1][0]  # and it flushed everything logged before it
+    df = load_run(run_dir)
+    assert len(df) == sim.log.rows == json.loads((run_dir / "manifest.json").read_text())["rows"]
+    assert (df["seq"].to_numpy() == np.arange(len(df))).all()  # no row twice, none missing
+    assert df.t_s.max() < 60.0
+
+
+def test_an_error_caused_by_ctrl_c_counts_as_an_interrupt(nyc_map: RoadMap, tmp_path: Path) -> None:
+    """C code (numba's dispatcher) can turn Ctrl-C into a SystemError; the run is still interrupted."""
+    run_dir = tmp_path / "run"
+    sim = Simulation(_short_scenario(), roadmap=nyc_map, run_dir=run_dir)
+
+    def progress(t_s: float) -> None:
+        if t_s >= 5.0:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                msg = "CPUDispatcher(a3_step) returned a result with an exception set"
+                raise SystemError(msg) from exc
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        sim.run(progress=progress, steps=20)
+    assert isinstance(caught.value.__cause__, SystemError)
+    assert sim.status == "interrupted"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
 
 
 class FailingEvaluator:
