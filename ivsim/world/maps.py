@@ -20,13 +20,18 @@ A ``.graphml`` is taken as saved. ``oneway`` is ``"yes"`` or ``"no"`` (osmnx sto
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
+import os
+import pickle
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -366,6 +371,102 @@ class RoadMap:
 # --------------------------------------------------------------------------- loading
 
 
+MAP_CACHE_ENV = "IVSIM_CACHE_DIR"
+"""Environment variable: the folder of ivsim's caches (maps go in its ``maps/``); set but empty turns caching off.
+Unset: ``$XDG_CACHE_HOME/ivsim``, else ``~/.cache/ivsim``."""
+
+_MAP_CACHE_FORMAT = 1  # bump when what load_map builds changes
+
+
+def map_cache_dir() -> Path | None:
+    """The folder :func:`load_map` keeps its built graphs in, or ``None`` when :data:`MAP_CACHE_ENV` turns it off."""
+    value = os.environ.get(MAP_CACHE_ENV)
+    if value is not None:
+        return Path(value).expanduser() / "maps" if value.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ivsim" / "maps"
+
+
+@dataclass(frozen=True)
+class _MapCache:
+    """One cache entry: the projected graph load_map built for a map file's bytes and a map section.
+
+    Reading and simplifying an OSM extract takes seconds; unpickling the graph takes milliseconds. The
+    key hashes the file's bytes (not its name or time stamp), the map section's speed settings, the
+    tags kept and split at, this module's source and the versions of osmnx, networkx and pyrosm, so an
+    entry is never stale. Entries are written atomically (two processes may write the same one); an entry
+    that cannot be read is rebuilt and written again; a cache folder that cannot be written only
+    costs the time.
+    """
+
+    path: Path
+    key: str
+
+    name: str
+
+    @classmethod
+    def for_source(cls, source: str, spec: MapSpec) -> _MapCache | None:
+        """The entry for ``source`` read with ``spec``; ``None`` if caching is off or the source is not a
+        builtin map or a readable file of a known kind (loading then reports what is wrong)."""
+        folder = map_cache_dir()
+        name = _source_name(source)
+        if folder is None or name is None:
+            return None
+        h = hashlib.sha256()
+        versions = {}
+        for package in ("osmnx", "networkx", "pyrosm"):
+            try:
+                versions[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                versions[package] = None
+        settings = {
+            "format": _MAP_CACHE_FORMAT,
+            "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),  # this file: how the graph is built
+            "versions": versions,
+            "speeds_kph": sorted(spec.speeds_kph.items()),
+            "fallback_speed_kph": spec.fallback_speed_kph,
+            "scene_tags": list(SCENE_TAGS),
+            "split_at": list(SPLIT_AT_TAGS),
+        }
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        if source.startswith("builtin:"):
+            h.update(source.encode())  # the data ships inside the pyrosm version hashed above
+        else:
+            try:
+                with Path(source).open("rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError:
+                return None  # not a readable file: loading reports it
+        key = h.hexdigest()[:32]
+        return cls(folder / f"{key}.pickle", key, name)
+
+    def get(self) -> nx.MultiDiGraph | None:
+        """The cached graph, or ``None`` (absent, unreadable, another key)."""
+        try:
+            with self.path.open("rb") as f:
+                entry = pickle.load(f)  # our own cache folder, keyed by the content it was built from
+            if entry["key"] == self.key and isinstance(entry["graph"], nx.MultiDiGraph):
+                return entry["graph"]
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is rebuilt
+            logger.info("map cache %s unreadable (%s): rebuilding it", self.path, _one_line(str(exc)))
+        return None
+
+    def put(self, graph: nx.MultiDiGraph) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as f:
+                pickle.dump({"key": self.key, "graph": graph}, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            logger.info("map cache %s not written: %s", self.path, exc.strerror or exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def load_map(spec: MapSpec) -> RoadMap:
     """Load the road map a scenario names.
 
@@ -392,6 +493,43 @@ def load_map(spec: MapSpec) -> RoadMap:
     """
     source = str(spec.source)
     t0 = time.perf_counter()
+    cache = _MapCache.for_source(source, spec)
+    graph = cache.get() if cache is not None else None
+    cached = graph is not None
+    if graph is None:
+        graph, name = _build_graph(source, spec)
+        if cache is not None:
+            cache.put(graph)
+    else:
+        name = cache.name
+    roadmap = RoadMap(graph, source=source, name=name)
+    logger.info(
+        "loaded map %s%s: %d nodes, %d edges (largest strongly connected component) in %.2f s",
+        source,
+        " (from the map cache)" if cached else "",
+        roadmap.n_nodes,
+        roadmap.n_edges,
+        time.perf_counter() - t0,
+    )
+    return roadmap
+
+
+def _source_name(source: str) -> str | None:
+    """The short name of a builtin map or of a map file of a known kind (its name less the suffix), else None."""
+    if source.startswith("builtin:"):
+        return source.removeprefix("builtin:") if source in BUILTIN_MAPS else None
+    suffix = _map_suffix(Path(source))
+    return Path(source).name[: -len(suffix)] if suffix else None
+
+
+def _map_suffix(path: Path) -> str | None:
+    """The longest of :data:`MAP_SUFFIXES` the file name ends with (any case), else None."""
+    lower = path.name.lower()
+    return next((s for s in sorted(MAP_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
+
+
+def _build_graph(source: str, spec: MapSpec) -> tuple[nx.MultiDiGraph, str]:
+    """Read the map, keep its drivable largest strongly connected component, fill speeds, project."""
     graph, name = _read_graph(source)
     _keep_drivable(graph)
     if graph.number_of_edges() == 0:
@@ -411,15 +549,7 @@ def load_map(spec: MapSpec) -> RoadMap:
     except Exception as exc:
         msg = f"{source}: not a usable road network ({type(exc).__name__}: {exc})"
         raise MapError(_one_line(msg)) from None
-    roadmap = RoadMap(graph, source=source, name=name)
-    logger.info(
-        "loaded map %s: %d nodes, %d edges (largest strongly connected component) in %.2f s",
-        source,
-        roadmap.n_nodes,
-        roadmap.n_edges,
-        time.perf_counter() - t0,
-    )
-    return roadmap
+    return graph, name
 
 
 def _read_graph(source: str) -> tuple[nx.MultiDiGraph, str]:
@@ -434,8 +564,7 @@ def _read_graph(source: str) -> tuple[nx.MultiDiGraph, str]:
         path = Path(pyrosm.get_data("helsinki_pbf"))
         return _read_pbf(path, source), "helsinki"
     path = Path(source)
-    lower = path.name.lower()
-    suffix = next((s for s in sorted(MAP_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
+    suffix = _map_suffix(path)
     if suffix is None:
         msg = f"{source}: unknown map file kind {''.join(path.suffixes) or '(no suffix)'!r} (allowed: {allowed})"
         raise MapError(msg)

@@ -356,8 +356,12 @@ def test_ctrl_c_inside_a_flush_waits_for_it_and_keeps_every_row(
         return path
 
     monkeypatch.setattr(eventlog.EventLog, "_flush", flush_with_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        sim.run()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test left
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sim.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sim.status == "interrupted"
     assert 3 <= len(calls) <= 4  # the third flush ran to its end; the abort flushed once more
     assert calls[2][0] == calls[2][1] > calls[1][0]  # and it flushed everything logged before it

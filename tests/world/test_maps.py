@@ -14,7 +14,7 @@ import pytest
 
 from ivsim.config.schema import MapSpec
 from ivsim.errors import MapError
-from ivsim.world import SPLIT_AT_TAGS, RoadMap, load_map
+from ivsim.world import SPLIT_AT_TAGS, RoadMap, load_map, maps
 
 from .conftest import MIDTOWN_DRIVE, NYC_DRIVE
 
@@ -281,3 +281,89 @@ def test_non_positive_edge_speed_is_floored_so_vehicles_move() -> None:
     assert roadmap.speed_mps[fwd] == pytest.approx(5.0 / 3.6)
     assert roadmap.travel_time_s[fwd] == pytest.approx(100.0 / (5.0 / 3.6))
     assert roadmap.speed_mps[back] == pytest.approx(10.0)
+
+
+# --------------------------------------------------------------------------- the map cache
+
+
+def _same_map(a: RoadMap, b: RoadMap) -> None:
+    assert (a.name, a.source, a.n_nodes, a.n_edges, a.crs) == (b.name, b.source, b.n_nodes, b.n_edges, b.crs)
+    for column in ("node_ids", "edge_u", "edge_v", "edge_key", "length_m", "polyline_m", "speed_mps", "travel_time_s"):
+        np.testing.assert_array_equal(getattr(a, column), getattr(b, column), err_msg=column)
+    assert list(a.edge_tags) == list(b.edge_tags)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
+    """A fresh cache folder, and the list of sources built (not read from the cache) since."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(maps.MAP_CACHE_ENV, str(folder))
+    built: list[str] = []
+    build = maps._build_graph
+
+    def counting(source: str, spec: MapSpec):
+        built.append(source)
+        return build(source, spec)
+
+    monkeypatch.setattr(maps, "_build_graph", counting)
+    return folder / "maps", built
+
+
+def test_map_cache_gives_the_map_it_built(cache: tuple[Path, list[str]], tmp_path: Path) -> None:
+    folder, built = cache
+    first = _load(MIDTOWN_DRIVE)
+    assert built == [str(MIDTOWN_DRIVE)] and len(list(folder.glob("*.pickle"))) == 1
+    again = _load(MIDTOWN_DRIVE)
+    assert built == [str(MIDTOWN_DRIVE)]  # read, not built
+    _same_map(first, again)
+    # the same bytes under another name: the cached graph, with the new file's name and source
+    copy = tmp_path / "copy_of_midtown.osm.bz2"
+    shutil.copyfile(MIDTOWN_DRIVE, copy)
+    renamed = _load(copy)
+    assert len(built) == 1 and renamed.name == "copy_of_midtown" and renamed.source == str(copy)
+    # other speed settings, or other bytes: built anew, in their own entries
+    _load(MIDTOWN_DRIVE, fallback_speed_kph=30.0)
+    _load(MIDTOWN_DRIVE, speeds_kph={"primary": 35.0})
+    with bz2.open(MIDTOWN_DRIVE, "rb") as src:
+        copy.write_bytes(bz2.compress(src.read(), compresslevel=1))  # same roads, other bytes
+    _load(copy)
+    assert len(built) == 4 and len(list(folder.glob("*.pickle"))) == 4
+
+
+def test_map_cache_never_hides_a_bad_source(cache: tuple[Path, list[str]], tmp_path: Path) -> None:
+    _load(MIDTOWN_DRIVE)
+    wrong_kind = tmp_path / "midtown.txt"
+    shutil.copyfile(MIDTOWN_DRIVE, wrong_kind)
+    with pytest.raises(MapError, match="unknown map file kind"):
+        _load(wrong_kind)
+    with pytest.raises(MapError, match="does not exist"):
+        _load(tmp_path / "gone.osm.bz2")
+
+
+def test_map_cache_rebuilds_an_unreadable_entry(cache: tuple[Path, list[str]], caplog) -> None:
+    folder, built = cache
+    first = _load(MIDTOWN_DRIVE)
+    (entry,) = folder.glob("*.pickle")
+    entry.write_bytes(entry.read_bytes()[:1000])  # truncated
+    with caplog.at_level("INFO", logger="ivsim.world.maps"):
+        again = _load(MIDTOWN_DRIVE)
+    assert len(built) == 2 and "unreadable" in caplog.text
+    _same_map(first, again)
+    _load(MIDTOWN_DRIVE)
+    assert len(built) == 2  # the rebuilt entry was written back
+
+
+def test_map_cache_off_or_unwritable(cache: tuple[Path, list[str]], tmp_path: Path, monkeypatch) -> None:
+    _, built = cache
+    monkeypatch.setenv(maps.MAP_CACHE_ENV, "")
+    assert maps.map_cache_dir() is None
+    _load(MIDTOWN_DRIVE)
+    _load(MIDTOWN_DRIVE)
+    assert len(built) == 2
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(maps.MAP_CACHE_ENV, str(blocker))
+    assert _load(MIDTOWN_DRIVE).n_edges > 1000  # the entry cannot be written: only the time is lost
+    monkeypatch.delenv(maps.MAP_CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert maps.map_cache_dir() == tmp_path / "xdg" / "ivsim" / "maps"
