@@ -392,3 +392,20 @@ def test_the_abstraction_module_imports_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_fast_run_never_imports_torch_or_sionna() -> None:
+    """The fast link samples tables: a fast run starts in about a second, without the seconds (and hundreds of MB)
+    that importing torch and Sionna costs."""
+    code = (
+        "import sys\n"
+        "from ivsim.config.loader import load_scenario\n"
+        "from ivsim.sim.engine import Simulation\n"
+        f"sc = load_scenario({str(DEFAULT)!r}, overrides=['link.fidelity=fast', 'duration_s=20'])\n"
+        "summary = Simulation(sc).run()\n"
+        "assert summary.frames > 0, summary\n"
+        "print(sorted(m for m in ('torch', 'sionna', 'diffusers', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
