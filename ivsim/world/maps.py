@@ -396,12 +396,11 @@ class _MapCache:
     tags kept and split at, this module's source and the versions of osmnx, networkx and pyrosm, so an
     entry is never stale. Entries are written atomically (two processes may write the same one); an entry
     that cannot be read is rebuilt and written again; a cache folder that cannot be written only
-    costs the time.
+    costs the time. Entries are pickles: the folder must be one only its user can write.
     """
 
     path: Path
     key: str
-
     name: str
 
     @classmethod
