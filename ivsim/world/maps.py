@@ -375,9 +375,6 @@ MAP_CACHE_ENV = "IVSIM_CACHE_DIR"
 """Environment variable: the folder of ivsim's caches (maps go in its ``maps/``); set but empty turns caching off.
 Unset: ``$XDG_CACHE_HOME/ivsim``, else ``~/.cache/ivsim``."""
 
-_MAP_CACHE_FORMAT = 1  # bump when what load_map builds changes
-
-
 def map_cache_dir() -> Path | None:
     """The folder :func:`load_map` keeps its built graphs in, or ``None`` when :data:`MAP_CACHE_ENV` turns it off."""
     value = os.environ.get(MAP_CACHE_ENV)
@@ -419,7 +416,6 @@ class _MapCache:
             except metadata.PackageNotFoundError:
                 versions[package] = None
         settings = {
-            "format": _MAP_CACHE_FORMAT,
             "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),  # this file: how the graph is built
             "versions": versions,
             "speeds_kph": sorted(spec.speeds_kph.items()),
