@@ -40,7 +40,8 @@ runs no longer in it are removed from the dataset (their run folders are kept). 
 other in this process. Each run is one task (load the scenario with its overrides and seed,
 :func:`ivsim.run_scenario` into its folder, write its partition) that returns a small summary;
 a run that raises is recorded as failed and the others go on. Local workers are processes with
-one thread each (``OMP_NUM_THREADS=1``, torch 1 thread); a task whose worker dies is retried once
+one thread each (``OMP_NUM_THREADS=1``, torch 1 thread, and :data:`LOCAL_CLUSTER_CONFIG`: no stack
+sampler, a slow event-loop tick, glibc's own malloc trimming); a task whose worker dies is retried once
 (``retries=1``, ``allowed-failures=1``), then recorded as failed. On a remote cluster
 (``--scheduler tcp://HOST:PORT``) the workers need ivsim installed, ``OUT`` and the scenario
 must be on a file system that every worker sees at the same path, and the cluster's own
@@ -884,6 +885,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.scheduler.allowed-failures": 1,
+    # Dask's worker defaults suit many short tasks; a sweep's task is one simulation of a minute or more, run in a
+    # worker thread beside the worker's event loop, and every wake-up of that loop takes the GIL from the run.
+    # Measured on one run of `bench sweep`'s kind (20 simulated minutes) on a 1-worker cluster: with the defaults
+    # it switched out ~3,100 times and ran 15-25% slower than in a plain process; with these, ~650 times.
+    "distributed.worker.profile.enabled": False,  # a 10 ms stack sampler feeding the dashboard, which is off
+    "distributed.admin.tick.interval": "1s",  # the event loop's health tick, every 20 ms by default
+    # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers: numpy's large temporaries are then unmapped and
+    # faulted in again (2.5x the page faults of the same run outside Dask); None keeps glibc's own threshold
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
+"""The Dask configuration of :func:`sweep_client`'s ``LocalCluster`` (a remote cluster keeps its own)."""
+
+
 @contextlib.contextmanager
 def sweep_client(*, workers: int = 2, scheduler: str | None = None, connect_timeout_s: float = 5.0) -> Iterator[Any]:
     """A ``distributed.Client`` for :func:`run_sweep`, closed on exit.
@@ -892,7 +908,8 @@ def sweep_client(*, workers: int = 2, scheduler: str | None = None, connect_time
     ----------
     workers
         Worker processes of a new ``LocalCluster`` on this machine (one thread each,
-        ``OMP_NUM_THREADS=1``; a task whose worker dies is retried once, then fails).
+        ``OMP_NUM_THREADS=1``, :data:`LOCAL_CLUSTER_CONFIG`; a task whose worker dies is
+        retried once, then fails).
     scheduler
         The address of an existing cluster's scheduler (``tcp://HOST:PORT``) to connect to
         instead; its workers need ivsim installed and the same file system paths.
@@ -934,7 +951,7 @@ def sweep_client(*, workers: int = 2, scheduler: str | None = None, connect_time
         msg = f"--workers must be >= 1, got {workers}"
         raise IvsimError(msg)
     single = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

@@ -353,6 +353,30 @@ def test_local_cluster_through_the_cli(tmp_path, capsys) -> None:
     assert "(2 already were)" in capsys.readouterr().out
 
 
+def _worker_settings() -> dict:  # runs in a worker
+    import dask
+
+    return {
+        "profile": dask.config.get("distributed.worker.profile.enabled"),
+        "tick": dask.config.get("distributed.admin.tick.interval"),
+        "malloc_trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        "omp": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def test_local_workers_run_long_tasks_without_dask_s_short_task_defaults(monkeypatch) -> None:
+    import dask
+
+    from ivsim.sweep import sweep_client
+
+    enable_socket()
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # the nanny copies its variables into this process
+    with sweep_client(workers=1) as client:
+        (settings,) = client.run(_worker_settings).values()
+    assert settings == {"profile": False, "tick": "1s", "malloc_trim": None, "omp": "1"}
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # the caller's own config is left as it was
+
+
 def _dying(**kwargs):  # runs in a worker: the never runs kill it
     if "kind=never" in kwargs["run_dir"]:
         os._exit(3)
