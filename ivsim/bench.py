@@ -3,10 +3,22 @@
 ``ivsim bench core``: the fleet scenario with N vehicles always on the road
 (a vehicle that arrives departs on a new trip), analytic link, for a simulated
 hour; compared with a bare SimPy loop that runs as many timeouts as the
-simulation logged rows, in the same process. The bare loop runs twice, just
-before the simulation and just after it, and the faster of the two is the
-reference (this host's speed drifts by tens of percent within minutes; the
-faster loop makes the ratio the smaller, never the flattering one).
+simulation logged rows, in the same process.
+
+The bare loop is measured two ways, both reported:
+
+- **Paired** (``bare_simpy_per_s``, ``ratio_to_bare_simpy``): the run stops
+  :data:`PAIRS` times at equal steps of simulated time; at each stop a bare loop
+  runs as many timeouts as the simulation logged rows since the last stop, and
+  its time is taken off the run's wall time. The loop and the stretch of the run
+  it is compared with are measured seconds apart, with the process in the same
+  state. This host's speed drifts by tens of percent within minutes (a bare loop
+  has run 2.25x faster just before a run than just after it): pairing makes the
+  drift hit both sides alike.
+- **Before and after** (``bare_simpy_before_after``,
+  ``ratio_to_bare_simpy_before_after``): one bare loop just before the run and one
+  just after it; the faster of the two is the reference. Drift can only lower
+  this ratio: it is a lower bound.
 
 ``ivsim bench scale``: the core benchmark on the default scenario's map with a
 fleet, the calibrated fast link (``link.fidelity: fast``) and the proactive
@@ -19,15 +31,21 @@ one after the other; the speedup is the ratio of the two wall times.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import simpy
 
-__all__ = ["bare_simpy_rate", "bench_core", "bench_scale", "bench_sweep", "machine"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["PAIRS", "bare_simpy_rate", "bench_core", "bench_scale", "bench_sweep", "machine"]
 
 REPO_SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
@@ -47,12 +65,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def bare_simpy_rate(n_timeouts: int, *, processes: int = 1000) -> float:
-    """Events per wall second of a bare SimPy loop: ``processes`` loops of ``timeout(1)``, ``n_timeouts`` in all."""
+PAIRS = 20
+"""How many times :func:`bench_core` stops its run for a paired bare SimPy loop."""
+
+
+def _bare_simpy(n_timeouts: int, *, processes: int = 1000) -> tuple[int, float]:
+    """Run a bare SimPy loop: ``processes`` loops of ``timeout(1)``, about ``n_timeouts`` in all.
+
+    Returns the timeouts run (``processes`` times ``n_timeouts // processes``, at least one each)
+    and the wall seconds they took.
+    """
     env = simpy.Environment()
     per = max(1, n_timeouts // processes)
 
-    def loop(env: simpy.Environment, n: int):  # noqa: ANN202
+    def loop(env: simpy.Environment, n: int):
         for _ in range(n):
             yield env.timeout(1.0)
 
@@ -60,7 +86,43 @@ def bare_simpy_rate(n_timeouts: int, *, processes: int = 1000) -> float:
         env.process(loop(env, per))
     t0 = time.perf_counter()
     env.run()
-    return per * processes / (time.perf_counter() - t0)
+    return per * processes, time.perf_counter() - t0
+
+
+def bare_simpy_rate(n_timeouts: int, *, processes: int = 1000) -> float:
+    """Events per wall second of a bare SimPy loop: ``processes`` loops of ``timeout(1)``, ``n_timeouts`` in all."""
+    n, seconds = _bare_simpy(n_timeouts, processes=processes)
+    return n / seconds
+
+
+class _PairedBare:
+    """Bare SimPy loops run at the stops of a simulation, each as long as the rows logged since the last stop."""
+
+    def __init__(self, rows: Callable[[], int]) -> None:
+        self._rows = rows
+        self._last = 0
+        self.timeouts = 0
+        self.seconds = 0.0
+        self.paused_s = 0.0
+        """Wall time spent at the stops (to take off the run's)."""
+        self.rates: list[float] = []
+
+    def stop(self) -> None:
+        """Run the loop for the rows logged since the last stop."""
+        t0 = time.perf_counter()
+        rows = self._rows()
+        if rows > self._last:
+            n, seconds = _bare_simpy(rows - self._last)
+            self._last = rows
+            self.timeouts += n
+            self.seconds += seconds
+            self.rates.append(n / seconds)
+        self.paused_s += time.perf_counter() - t0
+
+    @property
+    def rate(self) -> float:
+        """Timeouts per second over all stops."""
+        return self.timeouts / self.seconds
 
 
 def _peak_rss_mb() -> float:
@@ -87,9 +149,12 @@ def bench_core(
     Returns
     -------
     dict
-        ``wall_s, rows_per_s, bare_simpy_per_s, ratio_to_bare_simpy, realtime_factor, peak_rss_mb`` plus
-        ``bare_simpy_before_after`` (the two bare loops; ``bare_simpy_per_s`` is the faster),
-        ``rows, setup_s, vehicles, duration_s, fps, machine``.
+        ``wall_s`` (the run's, without its stops), ``rows_per_s``, ``bare_simpy_per_s`` (the paired
+        loops' timeouts per second over all stops), ``ratio_to_bare_simpy`` (their ratio),
+        ``realtime_factor, peak_rss_mb``; ``bare_simpy_paired_min_max`` (the slowest and fastest
+        stop), ``bare_simpy_before_after`` (the loops just before and after the run) and
+        ``ratio_to_bare_simpy_before_after`` (against the faster of those two); ``rows, setup_s,
+        vehicles, duration_s, fps, machine``.
     """
     from ivsim.config.loader import load_scenario
     from ivsim.sim.engine import Simulation
@@ -115,28 +180,40 @@ def bench_core(
         setup_s = time.perf_counter() - t0
         # the run's row count is known only after it: before it, as many timeouts as it makes frames
         bare_before = bare_simpy_rate(max(1000, round(vehicles * duration_s * fps)))
-        if progress:
-            from rich.progress import Progress
+        paired = _PairedBare(lambda: sim.log.rows)
+        steps = 10 * PAIRS  # the run's chunks (the progress bar's steps); a stop after every tenth
+        with contextlib.ExitStack() as stack:
+            bar = task = None
+            if progress:
+                from rich.progress import Progress
 
-            with Progress(transient=True) as bar:
+                bar = stack.enter_context(Progress(transient=True))
                 task = bar.add_task(label, total=duration_s)
-                t1 = time.perf_counter()
-                summary = sim.run(progress=lambda t: bar.update(task, completed=t))
-        else:
+            chunk = itertools.count(1)
+
+            def on_chunk(t_s: float) -> None:
+                if bar is not None:
+                    bar.update(task, completed=t_s)
+                if next(chunk) % (steps // PAIRS) == 0:
+                    paired.stop()
+
             t1 = time.perf_counter()
-            summary = sim.run()
-        wall_s = time.perf_counter() - t1
+            summary = sim.run(progress=on_chunk, steps=steps)
+            wall_s = time.perf_counter() - t1 - paired.paused_s  # the run's own time: the stops taken off
+        paired.stop()  # rows logged after the last stop (while the run closed its log), if any
     rows = sum(summary.counts.values())
     bare_after = bare_simpy_rate(rows)
-    bare = max(bare_before, bare_after)
+    bare_ends = max(bare_before, bare_after)
     rows_per_s = rows / wall_s
     return {
         "wall_s": round(wall_s, 2),
         "rows_per_s": round(rows_per_s),
-        "bare_simpy_per_s": round(bare),
-        "ratio_to_bare_simpy": round(rows_per_s / bare, 3),
+        "bare_simpy_per_s": round(paired.rate),
+        "ratio_to_bare_simpy": round(rows_per_s / paired.rate, 3),
         "realtime_factor": round(duration_s / wall_s, 1),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "bare_simpy_paired_min_max": [round(min(paired.rates)), round(max(paired.rates))],
+        "ratio_to_bare_simpy_before_after": round(rows_per_s / bare_ends, 3),
         "bare_simpy_before_after": [round(bare_before), round(bare_after)],
         "rows": rows,
         "setup_s": round(setup_s, 2),

@@ -615,8 +615,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        width = max(map(len, result))
         for key, value in result.items():
-            print(f"{key:>22}: {value}")
+            print(f"{key:>{width}}: {value}")
     return 0
 
 
