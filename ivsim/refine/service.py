@@ -18,6 +18,7 @@ that registers each adapter's calibrated estimator state with the fast link.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -120,8 +121,14 @@ class Refiner(Protocol):
 
 def adapter_key(request: RefineRequest) -> str:
     """12 hex digits of the SHA-256 of ``[base_scene, target_scene, samples, steps, rank, seed]``."""
-    key = [request.base_scene, request.target_scene, request.samples, request.steps, request.rank, request.seed]
-    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+    return _key_digest(request.base_scene, request.target_scene, request.samples, request.steps, request.rank,
+                       request.seed)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_digest(*key: object) -> str:
+    """:func:`adapter_key` of its fields (a run asks for the same few keys thousands of times)."""
+    return hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()[:12]
 
 
 class AnalyticRefiner:

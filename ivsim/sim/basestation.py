@@ -158,7 +158,8 @@ class FrameScheduler:
         result = yield sim.links.submit(batch)
 
         # occupancy of each cell: every frame until it ends or is cut at its deadline
-        occupancy = np.clip(np.nan_to_num(np.minimum(result.airtime_s, traffic.deadline_s - queue_s)), 0.0, None)
+        # (fmax: a frame not sent, NaN airtime, occupies nothing)
+        occupancy = np.fmax(np.minimum(result.airtime_s, traffic.deadline_s - queue_s), 0.0)
         end = np.full(n_bs, -np.inf)
         np.maximum.at(end, bs, now + queue_s + occupancy)
         served = per_cell > 0

@@ -510,9 +510,9 @@ class CloudNode:
         idx = np.fromiter(self._uplink_wait, dtype=np.int64, count=len(self._uplink_wait))
         live = table.active[idx] & (table.serving[idx] >= 0)
         usable = np.zeros(len(idx), dtype=bool)
-        if live.any():
-            sinr, _ = sim.radio.sinr_db(idx[live], table.serving[idx[live]], uplink=True)
-            usable[live] = sinr >= sim.scenario.link.min_sinr_db
+        if live.any():  # compared linear: the same test as in dB, without the logarithms
+            sinr, _ = sim.radio.sinr_ratios(idx[live], table.serving[idx[live]], uplink=True)
+            usable[live] = sinr >= 10.0 ** (sim.scenario.link.min_sinr_db / 10.0)
         for i in idx[usable | ~table.active[idx]].tolist():
             del self._uplink_wait[i]
         for i in idx[usable].tolist():

@@ -197,16 +197,19 @@ class RadioNetwork:
 
     def sinr_db(self, idx: np.ndarray, bs: np.ndarray, *, uplink: bool) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(sinr_db, snr_db)`` of vehicles ``idx`` served by ``bs`` (arrays of equal length)."""
+        si, sn = self.sinr_ratios(idx, bs, uplink=uplink)
+        return lin_to_db(si), lin_to_db(sn)
+
+    def sinr_ratios(self, idx: np.ndarray, bs: np.ndarray, *, uplink: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sinr_db`'s ``(SINR, SNR)``, linear."""
         load = np.asarray(self.interference_load(), dtype=float)
         idx = np.asarray(idx, dtype=np.intp)
         bs = np.asarray(bs, dtype=np.intp)
         if uplink:
-            si, sn = sinr_ratios(idx, bs, self.gain_lin, self._p_ue_mw_per_bs, self._noise_ul_mw,
-                                 self._uplink_interference(load), self._p_tx_mw, load, self.same_carrier)  # fmt: skip
-        else:
-            si, sn = sinr_ratios(idx, bs, self.gain_lin, self._p_tx_mw, self._noise_dl_mw, np.empty(0), self._p_tx_mw,
-                                 load, self.same_carrier)  # fmt: skip
-        return lin_to_db(si), lin_to_db(sn)
+            return sinr_ratios(idx, bs, self.gain_lin, self._p_ue_mw_per_bs, self._noise_ul_mw,
+                               self._uplink_interference(load), self._p_tx_mw, load, self.same_carrier)  # fmt: skip
+        return sinr_ratios(idx, bs, self.gain_lin, self._p_tx_mw, self._noise_dl_mw, np.empty(0), self._p_tx_mw,
+                           load, self.same_carrier)  # fmt: skip
 
     def sinr_one_db(self, i: int, bs: int, *, uplink: bool) -> float:
         """:meth:`sinr_db`'s SINR for one vehicle ``i`` served by ``bs``, in scalar arithmetic (requests, budgets)."""
