@@ -94,8 +94,14 @@ def measure_rows(
     ``gain_lin`` (``10 ** (gain_db / 10)``).
 
     Two compiled passes with numpy's vectorised ``log10`` and ``exp`` between and after them
-    (a compiled loop calls the scalar ones, several times slower).
+    (a compiled loop calls the scalar ones, several times slower); a few rows (a vehicle
+    departing) in one compiled call with the scalar ones, where the calls around them would cost
+    more than the arithmetic.
     """
+    if len(idx) <= _FEW_ROWS:
+        _measure_few(idx, x, y, s, scene, w, shadow_z, shadow_at_m, dcorr_m, sigma_db, extra_db, pl_coef,
+                     bs_x, bs_y, gain_offset_db, rsrp_offset_dbm, gain_db, rsrp_dbm, gain_lin)  # fmt: skip
+        return
     d2d = np.empty((len(idx), bs_x.shape[0]))
     d3d = np.empty_like(d2d)
     _shadow_and_distances(idx, x, y, s, scene, w, shadow_z, shadow_at_m, dcorr_m, pl_coef, bs_x, bs_y, d2d, d3d)
@@ -103,6 +109,29 @@ def measure_rows(
                   rsrp_offset_dbm, gain_db, rsrp_dbm)  # fmt: skip
     gain *= _LN10_10
     gain_lin[idx] = np.exp(gain, out=gain)
+
+
+_FEW_ROWS = 4
+
+
+@njit(cache=True, nogil=True)
+def _measure_few(idx, x, y, s, scene, w, shadow_z, shadow_at_m, dcorr_m, sigma_db, extra_db, pl_coef,
+                 bs_x, bs_y, gain_offset_db, rsrp_offset_dbm, gain_db, rsrp_dbm, gain_lin):  # fmt: skip
+    """:func:`measure_rows` of a few rows in one pass, with the scalar ``log10`` and ``exp``."""
+    n_bs = bs_x.shape[0]
+    d2d = np.empty((1, n_bs))
+    d3d = np.empty((1, n_bs))
+    for r in range(idx.shape[0]):
+        _shadow_and_distances(idx[r : r + 1], x[r : r + 1], y[r : r + 1], s[r : r + 1], scene[r : r + 1],
+                              w[r : r + 1], shadow_z, shadow_at_m, dcorr_m, pl_coef, bs_x, bs_y, d2d, d3d)  # fmt: skip
+        lg = np.empty((1, n_bs))
+        for b in range(n_bs):
+            lg[0, b] = math.log10(d3d[0, b])
+        gain = _gains(idx[r : r + 1], scene[r : r + 1], d2d, d3d, lg, shadow_z, sigma_db, extra_db, pl_coef,
+                      gain_offset_db, rsrp_offset_dbm, gain_db, rsrp_dbm)  # fmt: skip
+        i = idx[r]
+        for b in range(n_bs):
+            gain_lin[i, b] = math.exp(gain[0, b] * _LN10_10)
 
 
 @njit(cache=True, nogil=True)

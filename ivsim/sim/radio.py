@@ -183,7 +183,7 @@ class RadioNetwork:
         """Measure a departing vehicle and attach it to its strongest base station."""
         idx = np.array([i])
         self.measure(idx, t_s)
-        best = int(np.argmax(self.rsrp_dbm[i]))
+        best = int(self.rsrp_dbm[i].argmax())
         self.sim.vehicles.serving[i] = best
         return best
 
