@@ -836,8 +836,14 @@ class CalibratedLinkEvaluator:
         held = batch.estimator_scene if batch.estimator_scene is not None else batch.scene
         held = np.where(held < 0, batch.scene, held)
         state = self._base[held]
+        codes = getattr(batch, "adapter_code", None)
         adapters = getattr(batch, "adapter_id", None)
-        if adapters is not None:
+        if codes is not None:  # the same as below, on integer codes
+            code = np.asarray(codes.codes)
+            for c in np.flatnonzero(np.bincount(code[code >= 0])).tolist():
+                if codes.labels[c]:  # "" and None: the base weights
+                    state[code == c] = self._state_of(0, str(codes.labels[c]))
+        elif adapters is not None:
             refined = adapters.astype(bool)  # "" and None: the base weights
             for adapter in set(adapters[refined].tolist()):
                 state[adapters == adapter] = self._state_of(0, str(adapter))

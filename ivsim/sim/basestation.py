@@ -154,6 +154,7 @@ class FrameScheduler:
             estimator_scene=table.scene[idx] if uplink else table.estimator_scene[idx],
             adapter_id=np.full(n, "", dtype=object) if uplink else table.adapter_id[idx],
             estimator_version=np.zeros(n, dtype=np.int32) if uplink else table.estimator_version[idx],
+            adapter_code=None if uplink else Labels(table.adapter_code[idx], table.adapter_labels),
         )
         result = yield sim.links.submit(batch)
 
@@ -180,7 +181,7 @@ class FrameScheduler:
         scores = getattr(evaluator, "scores_images", False)
         # the receiver's estimator (version, adapter); an evaluator's own columns in `extra` take precedence
         mismatched = np.zeros(n, dtype=bool) if uplink else batch.estimator_scene != batch.scene
-        adapters = Labels(np.zeros(n, dtype=np.int64) if uplink else table.adapter_code[idx], table.adapter_labels)
+        adapters = Labels(np.zeros(n, dtype=np.int64), table.adapter_labels) if uplink else batch.adapter_code
         extra = {"estimator_version": batch.estimator_version, "adapter_id": adapters, "mismatched": mismatched}
         if scores:
             extra |= {"psnr_db": result.psnr_db, "ssim": result.ssim, "nmse_db": result.nmse_db}

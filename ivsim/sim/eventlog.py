@@ -310,6 +310,25 @@ _CASTABLE: dict[pa.DataType, tuple[pa.DataType, ...]] = {
 }
 
 
+class _Check(NamedTuple):
+    """What a column accepts, looked up by column name (a ``pa.DataType`` is slow to hash)."""
+
+    typ: pa.DataType
+    kinds: str
+    """Numpy dtype kinds of arrays."""
+    scalars: tuple[type, ...]
+    """Python scalar types."""
+    is_bool: bool
+    is_str: bool
+
+
+_CHECKS: dict[str, _Check] = {
+    name: _Check(typ, _DTYPE_KINDS[typ], _SCALAR_TYPES[typ], typ == _B, typ == _S)
+    for name, typ in COLUMNS.items()
+    if name not in _RESERVED
+}
+
+
 class Labels(NamedTuple):
     """A string column of :meth:`EventLog.log_many` given as integer ``codes`` into ``labels`` (``-1``: null).
 
@@ -342,12 +361,12 @@ def _labels_to_arrow(codes: np.ndarray, labels: Sequence[str], event: str, colum
         raise TypeError(msg) from None
 
 
-def _scalar_ok(value: Any, typ: pa.DataType) -> bool:
+def _scalar_ok(value: Any, check: _Check) -> bool:
     if value is None:
         return True
-    if isinstance(value, (bool, np.bool_)) and typ != _B:
+    if isinstance(value, (bool, np.bool_)) and not check.is_bool:
         return False
-    return isinstance(value, _SCALAR_TYPES[typ])
+    return isinstance(value, check.scalars)
 
 
 def _type_error(event: str, column: str, value: Any, typ: pa.DataType) -> TypeError:
@@ -419,11 +438,11 @@ def _blocks_to_arrow(values: list[Any], sizes: np.ndarray, typ: pa.DataType, eve
     )
 
 
-def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any:
+def _as_block_column(event: str, name: str, value: Any, check: _Check) -> Any:
     """Check one log_many argument: return a 1-d ndarray copy, a list copy, checked :class:`Labels`, or a checked scalar."""
     if isinstance(value, Labels):
         codes = np.asarray(value.codes)
-        if typ != _S or codes.ndim != 1 or codes.dtype.kind not in "iu":
+        if not check.is_str or codes.ndim != 1 or codes.dtype.kind not in "iu":
             msg = f"event {event!r}: column {name!r}: Labels need a string column and 1-d integer codes"
             raise TypeError(msg)
         return Labels(codes.astype(np.int64), value.labels)
@@ -431,22 +450,22 @@ def _as_block_column(event: str, name: str, value: Any, typ: pa.DataType) -> Any
         if isinstance(value, (list, tuple)):
             return list(value)
         if value is None or isinstance(value, (str, bytes, int, float, np.generic)):
-            if not _scalar_ok(value, typ):
-                raise _type_error(event, name, value, typ)
+            if not _scalar_ok(value, check):
+                raise _type_error(event, name, value, check.typ)
             return value.item() if isinstance(value, np.generic) else value
         if hasattr(value, "__array__"):
             value = np.asarray(value)
         elif hasattr(value, "__len__"):
             return list(value)
         else:
-            raise _type_error(event, name, value, typ)
+            raise _type_error(event, name, value, check.typ)
     if value.ndim == 0:
-        return _as_block_column(event, name, value.item(), typ)
+        return _as_block_column(event, name, value.item(), check)
     if value.ndim != 1:
         msg = f"event {event!r}: column {name!r} must be 1-d, got shape {value.shape}"
         raise ValueError(msg)
-    if value.dtype.kind not in _DTYPE_KINDS[typ]:
-        msg = f"event {event!r}: column {name!r} expects {typ}, got an array of dtype {value.dtype}"
+    if value.dtype.kind not in check.kinds:
+        msg = f"event {event!r}: column {name!r} expects {check.typ}, got an array of dtype {value.dtype}"
         raise TypeError(msg)
     return value.copy()
 
@@ -784,10 +803,10 @@ class EventLog:
         stored: dict[str, Any] = {}
         entity: Any = None
         for name, value in (("entity_id", entity_id), *columns.items()):
-            if name not in COLUMNS or name in _RESERVED:
+            check = _CHECKS.get(name)
+            if check is None:
                 self._unknown(name)
-            typ = COLUMNS[name]
-            value = _as_block_column(event, name, value, typ)
+            value = _as_block_column(event, name, value, check)
             if isinstance(value, (np.ndarray, list, Labels)):
                 rows = len(value.codes) if isinstance(value, Labels) else len(value)
                 if n < 0:
@@ -991,11 +1010,12 @@ class EventLog:
             msg = f"event must be a str, got {type(event).__name__} {event!r}"
             raise TypeError(msg)
         for name, value in fields.items():
-            if name not in COLUMNS or name in _RESERVED:
+            check = _CHECKS.get(name)
+            if check is None:
                 self._unknown(name)
-            if not _scalar_ok(value, COLUMNS[name]):
-                raise _type_error(event, name, value, COLUMNS[name])
-        if not _scalar_ok(entity_id, _S):
+            if not _scalar_ok(value, check):
+                raise _type_error(event, name, value, check.typ)
+        if not _scalar_ok(entity_id, _CHECKS["entity_id"]):
             raise _type_error(event, "entity_id", entity_id, _S)
         lists: list[list[Any]] = [[] for _ in range(3 + len(fields))]
         buf = [

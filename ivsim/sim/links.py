@@ -86,6 +86,9 @@ class TxBatch:
         the base weights); ``None`` when the caller does not track adapters.
     estimator_version
         Version of that estimator (0 = the base weights, +1 per deployed refinement).
+    adapter_code
+        ``adapter_id`` as :class:`~ivsim.sim.eventlog.Labels` (codes into a list of ids), when the
+        caller has it so: an evaluator groups frames by adapter faster on the codes.
     """
 
     vehicle: np.ndarray
@@ -104,13 +107,14 @@ class TxBatch:
     estimator_scene: np.ndarray | None = None
     adapter_id: np.ndarray | None = None
     estimator_version: np.ndarray | None = None
+    adapter_code: Labels | None = None
 
     def __len__(self) -> int:
         return len(self.vehicle)
 
     def take(self, sl: slice) -> TxBatch:
         """Return the entries ``sl`` as a new batch."""
-        return TxBatch(**{k: None if v is None else v[sl] for k, v in self.__dict__.items()})
+        return TxBatch(**{k: _take(v, sl) for k, v in self.__dict__.items()})
 
     @staticmethod
     def concat(batches: list[TxBatch]) -> TxBatch:
@@ -118,12 +122,25 @@ class TxBatch:
         if len(batches) == 1:
             return batches[0]
         keys = batches[0].__dict__.keys()
-        return TxBatch(
-            **{
-                k: None if any(b.__dict__[k] is None for b in batches) else np.concatenate([b.__dict__[k] for b in batches])
-                for k in keys
-            }
-        )
+        return TxBatch(**{k: _concat([b.__dict__[k] for b in batches]) for k in keys})
+
+
+def _take(value: np.ndarray | Labels | None, sl: slice) -> np.ndarray | Labels | None:
+    if value is None:
+        return None
+    return value.take(sl) if isinstance(value, Labels) else value[sl]
+
+
+def _concat(values: list[np.ndarray | Labels | None]) -> np.ndarray | Labels | None:
+    """A field of several batches joined; ``None`` if a batch lacks it (or their labels differ)."""
+    if any(v is None for v in values):
+        return None
+    if any(isinstance(v, Labels) for v in values):
+        first = values[0]
+        if all(isinstance(v, Labels) and v.labels is first.labels for v in values):
+            return Labels(np.concatenate([v.codes for v in values]), first.labels)
+        return None
+    return np.concatenate(values)
 
 
 @dataclass
@@ -149,7 +166,7 @@ class TxResult:
     def take(self, sl: slice) -> TxResult:
         """Return the entries ``sl`` as a new result."""
         base = {k: v[sl] for k, v in self.__dict__.items() if k != "extra"}
-        return TxResult(**base, extra={k: v.take(sl) if isinstance(v, Labels) else v[sl] for k, v in self.extra.items()})
+        return TxResult(**base, extra={k: _take(v, sl) for k, v in self.extra.items()})
 
 
 @runtime_checkable

@@ -181,6 +181,29 @@ def test_same_seed_and_batch_same_draws(tiny_table: Path) -> None:
     assert (rh.extra["estimator_scene"].to_numpy() == "brooklyn_urban").all() and not np.array_equal(rh.psnr_db, ra.psnr_db)
 
 
+def test_frames_grouped_by_adapter_codes_as_by_adapter_ids(tiny_table: Path) -> None:
+    scenario = load_scenario(DEFAULT, overrides=[*TINY, "link.fidelity=fast", f"link.calibration={tiny_table}"])
+    ev = CalibratedLinkEvaluator(scenario, seed=3)
+    ev.register_adapter("ad1", ev.table.base_state("brooklyn_urban"))
+    ev.register_adapter("ad2", ev.table.base_state("river_bridge"))
+    labels = ["", "ad1", "ad2", "unused"]
+    code = np.array([0, 1, 2, 1, 0, 2, -1, 1] * 3)
+    by_id = tx_batch(len(code), scene=1, sinr_db=np.linspace(0, 25, len(code)))
+    by_id.adapter_id = np.array([labels[c] if c >= 0 else None for c in code], dtype=object)
+    by_code = by_id.take(slice(None))
+    by_code.adapter_code = Labels(code, labels)
+    by_code.adapter_id = None  # the codes alone decide
+    plain = ev.evaluate(tx_batch(len(code), scene=1, sinr_db=np.linspace(0, 25, len(code))))
+    a, b = ev.evaluate(by_id), ev.evaluate(by_code)
+    np.testing.assert_array_equal(a.psnr_db, b.psnr_db)
+    np.testing.assert_array_equal(a.extra["estimator"].codes, b.extra["estimator"].codes)
+    refined = code > 0
+    assert not np.array_equal(a.psnr_db[refined], plain.psnr_db[refined])  # the adapters' states were used
+    np.testing.assert_array_equal(a.psnr_db[~refined], plain.psnr_db[~refined])
+    both = TxBatch.concat([by_code, by_code.take(slice(0, 5))])
+    assert both.adapter_code is not None and both.adapter_code.codes.tolist() == [*code.tolist(), *code[:5].tolist()]
+
+
 def test_fast_matches_full_columns_and_timing(tiny_table: Path) -> None:
     """Same batch through the full link and the fast one: same extra columns, identical airtime, delay and drops."""
     from ivsim.ai.neural_link import NeuralLinkEvaluator

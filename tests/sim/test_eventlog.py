@@ -260,6 +260,8 @@ def test_wrong_types_raise_type_error() -> None:
         log.log_many("a", 0.0, ["x", "y"], frame=np.array([1.0, 2.0]))
     with pytest.raises(TypeError, match="'delivered'"):
         log.log_many("a", 0.0, ["x", "y"], delivered=1)
+    with pytest.raises(TypeError, match="'x_m' expects double, got object"):  # neither a sequence nor a scalar
+        log.log_many("a", 0.0, ["x", "y"], x_m=object())
     assert log.rows == 0
     # a later row of an established shape is checked when flushed, naming the column
     log.log("a", 0.0, "x", trip=1)
