@@ -12,7 +12,7 @@ The bare loop is measured two ways, both reported:
   runs as many timeouts as the simulation logged rows since the last stop, and
   its time is taken off the run's wall time. The loop and the stretch of the run
   it is compared with are measured seconds apart, with the process in the same
-  state. This host's speed drifts by tens of percent within minutes (a bare loop
+  state. This host's speed drifts by tens of percent within seconds (a bare loop
   has run 2.25x faster just before a run than just after it): pairing makes the
   drift hit both sides alike.
 - **Before and after** (``bare_simpy_before_after``,
